@@ -1,0 +1,1 @@
+"""tardistill: distill object detectors with task-adaptive regularization."""

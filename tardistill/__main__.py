@@ -1,0 +1,7 @@
+"""python -m tardistill -> cli.main()."""
+
+import sys
+
+from tardistill.cli import main
+
+sys.exit(main())

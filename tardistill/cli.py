@@ -1,0 +1,122 @@
+"""Command line: parse arguments, call the library, print results. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tardistill.errors import TardistillError
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="flat YAML experiment file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.iterations=100 (repeatable)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tardistill", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write the built-in synthetic benchmark (COCO format)")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--num-train", type=int, default=4000)
+    synth.add_argument("--num-val", type=int, default=500)
+    synth.add_argument("--num-test", type=int, default=500)
+    synth.add_argument("--image-size", type=int, default=128)
+
+    for name, help_text in (("train", "train a detector"), ("distill", "distill a teacher into a student")):
+        sub = commands.add_parser(name, help=help_text)
+        _add_config_args(sub)
+        sub.add_argument("--out", type=Path, help="output directory (default runs/<config name>)")
+        sub.add_argument("--resume", action="store_true", help="continue from OUT/last_state.safetensors")
+
+    ev = commands.add_parser("eval", help="evaluate a checkpoint on a split")
+    _add_config_args(ev)
+    ev.add_argument("--checkpoint", required=True, type=Path)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--json", action="store_true", help="print a flat JSON object instead of a table")
+
+    det = commands.add_parser("evaluate-detections", help="score a COCO results file against ground truth")
+    det.add_argument("gt", type=Path, help="COCO JSON file, or a VOC root (JPEGImages/, Annotations/, ...)")
+    det.add_argument("detections", type=Path, help="COCO results JSON: [{image_id, category_id, bbox, score}]")
+    det.add_argument("--metric", choices=("coco", "voc07", "voc"), default=None,
+                     help="default: coco for a JSON file, voc for a VOC root")
+    det.add_argument("--split", default="test", help="VOC image set (ImageSets/Main/<split>.txt)")
+    det.add_argument("--json", action="store_true")
+
+    pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
+    _add_config_args(pred)
+    pred.add_argument("--checkpoint", required=True, type=Path)
+    pred.add_argument("--images", required=True, type=Path)
+    pred.add_argument("--out", required=True, type=Path)
+    pred.add_argument("--score-threshold", type=float, default=0.5)
+
+    demo = commands.add_parser("demo", help="the whole story on the built-in dataset")
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    demo.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
+    return parser
+
+
+def _print_metrics(metrics: dict[str, float], *, as_json: bool, title: str | None = None) -> None:
+    from tardistill.metrics import format_metrics_table
+
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        print(format_metrics_table(metrics, title=title))
+
+
+def _default_out(config_path: str, command: str) -> Path:
+    return Path("runs") / f"{Path(config_path).stem}-{command}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tardistill import commands
+
+    if args.command == "data":
+        summary = commands.make_synthetic(args.out, seed=args.seed, num_train=args.num_train,
+                                          num_val=args.num_val, num_test=args.num_test, image_size=args.image_size)
+        print(json.dumps(summary))
+    elif args.command in ("train", "distill"):
+        out = args.out or _default_out(args.config, args.command)
+        run = commands.train if args.command == "train" else commands.distill
+        result = run(args.config, args.overrides, out, resume=args.resume)
+        _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
+        print(f"outputs: {out}")
+    elif args.command == "eval":
+        metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split)
+        _print_metrics(metrics, as_json=args.json, title=f"{args.checkpoint} on {args.split}")
+    elif args.command == "evaluate-detections":
+        metrics = commands.evaluate_detections(args.gt, args.detections, metric=args.metric, split=args.split)
+        _print_metrics(metrics, as_json=args.json, title=str(args.detections))
+    elif args.command == "predict":
+        written = commands.predict(args.config, args.overrides, args.checkpoint, args.images, args.out,
+                                   score_threshold=args.score_threshold)
+        print(f"wrote {written} images to {args.out}")
+    elif args.command == "demo":
+        commands.demo(args.out, fast=args.fast)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tardistill` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return _run(args)
+    except TardistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""What each CLI subcommand does, as plain functions that take paths and return results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tardistill.config import load_config
+from tardistill.errors import TardistillError
+
+
+def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
+    """Write the built-in benchmark (`tardistill data synth`)."""
+    from tardistill.data.synthetic import generate_synthetic
+
+    return generate_synthetic(out, **options)
+
+
+def _finish_run(config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Score the best checkpoint (picked on val) on the test split and write result.json."""
+    from tardistill.engine.runs import evaluate_checkpoint
+
+    best = out / "best.safetensors"
+    checkpoint = best if best.is_file() else out / "final.safetensors"
+    test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split)
+    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """`tardistill train`: train, keep the best checkpoint on val, report test metrics."""
+    from tardistill.engine.runs import train_detector
+
+    config = load_config(config_path, overrides)
+    return _finish_run(config, out, train_detector(config, out, resume=resume))
+
+
+def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """`tardistill distill`: train a student with the teacher named by distill.teacher."""
+    from tardistill.distill.runs import distill_student
+
+    config = load_config(config_path, overrides)
+    return _finish_run(config, out, distill_student(config, out, resume=resume))
+
+
+def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split: str) -> dict[str, float]:
+    """`tardistill eval`."""
+    from tardistill.engine.runs import evaluate_checkpoint
+
+    return evaluate_checkpoint(load_config(config_path, overrides), checkpoint, split=split)
+
+
+def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split: str) -> dict[str, float]:
+    """`tardistill evaluate-detections`: score a results file against COCO JSON or a VOC root."""
+    from tardistill.metrics import coco_metrics, load_detections, voc_metrics
+    from tardistill.metrics.coco import validate_detections
+    from tardistill.data.coco import read_coco_json
+    from tardistill.data.voc import VOCDetection
+
+    results = load_detections(detections)
+    if gt.is_dir():
+        if metric == "coco":
+            raise TardistillError(f"{gt}: a VOC root is scored with --metric voc or voc07, not coco")
+        dataset = VOCDetection(gt, split)
+        names = {name: label for label, name in enumerate(dataset.classes, start=1)}
+        validate_detections(results, image_ids=set(dataset.image_stems), category_ids=set(names),
+                            source=str(detections))
+        results = [{**r, "category_id": names[r["category_id"]]} for r in results]
+        return voc_metrics(dataset.ground_truth(), results, classes=dataset.classes,
+                           use_07_metric=metric == "voc07")
+    if metric not in (None, "coco"):
+        raise TardistillError(f"{gt}: VOC metrics need a VOC root directory, not a JSON file")
+    ground_truth = read_coco_json(gt)
+    validate_detections(results, image_ids={im["id"] for im in ground_truth["images"]},
+                        category_ids={c["id"] for c in ground_truth["categories"]}, source=str(detections))
+    return coco_metrics(ground_truth, results)
+
+
+def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Path, out: Path, *,
+            score_threshold: float) -> int:
+    """`tardistill predict`: draw detections on every image of a folder; returns how many were written."""
+    from tardistill.engine.setup import load_detector
+    from tardistill.visualize import predict_folder
+
+    load_config(config_path, overrides)  # validates the config the user passed, as for eval
+    detector, meta = load_detector(checkpoint)
+    return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
+
+
+def demo(out: Path, *, fast: bool = False) -> dict[str, Any]:
+    """`tardistill demo` / `make demo`."""
+    from tardistill.demo import run_demo
+
+    return run_demo(out, fast=fast)

@@ -1,0 +1,225 @@
+"""Typed experiment config: dataclasses loaded from flat YAML, with dotted `--set` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tardistill.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is augmented."""
+
+    format: str = "synth"  # coco | voc | synth
+    root: str = "data/synth"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    classes: list[str] | None = None  # VOC class names; None means the 20 VOC classes
+    flip: bool = True
+    jitter: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Detector architecture; field names match `build_detector`'s keyword arguments."""
+
+    kind: str = "faster_rcnn"  # faster_rcnn | retinanet
+    backbone: str = "resnet18"
+    width_multiplier: float = 1.0
+    fpn_channels: int = 256
+    head_width: int = 1024
+    min_size: int = 128
+    max_size: int = 128
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    detections_per_image: int = 100
+    score_threshold: float = 0.05
+    weights: str | None = None  # local file with full detector weights
+    backbone_weights: str | None = None  # local file with ImageNet backbone weights
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule, logging and checkpoint cadence."""
+
+    iterations: int = 3000
+    batch_size: int = 8
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 200
+    warmup_factor: float = 0.001
+    schedule: str = "multistep"  # multistep | cosine
+    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of iterations
+    gamma: float = 0.1
+    clip_grad_norm: float = 10.0  # 0 disables clipping
+    amp: str = "auto"  # auto | bf16 | off
+    device: str = "auto"  # auto | cpu | cuda
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 20
+
+
+@dataclass
+class DistillConfig:
+    """Distillation terms; see METHOD.md. Used by `tardistill distill`."""
+
+    teacher: str | None = None  # teacher checkpoint (.safetensors)
+    student_checkpoint: str | None = None
+    method: str = "tar"
+    fpn_weight: float = 1.0
+    cls_weight: float = 1.0
+    reg_weight: float = 1.0
+    beta: float = 0.5
+    truncate: bool = True
+    tau: float = 1.0
+    cls_gate: str = "adaptive"
+    reg_gate: str = "teacher_better"
+    sharing: str = "student"
+    decay: str = "linear"
+    decay_step_fraction: float = 0.5
+    decay_gamma: float = 0.01
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    seed: int = 0
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file (or start from defaults), then apply `a.b=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return config_from_dict(raw, source=str(path) if path else "overrides")
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
+    """Build a Config from nested dicts; unknown keys and wrong types raise ConfigError."""
+    return _build(Config, raw, prefix="", source=source)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain nested dicts, ready for YAML or JSON."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (saved beside every run's outputs)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.iterations=100")
+    key, text = item.split("=", 1)
+    # YAML parsing gives numbers, booleans, null and [lists] the same meaning as in the file.
+    return key.strip(), yaml.safe_load(text) if text.strip() else ""
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(known))})"
+        )
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=f"{prefix}{name}.", source=source)
+        else:
+            values[name] = _coerce(value, hint, key=f"{prefix}{name}", source=source)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
+    """Check `value` against a type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key=key, source=source)
+            except ConfigError:
+                continue
+        raise _type_error(value, hint, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(value, hint, key, source)
+        (item_hint,) = typing.get_args(hint)
+        return [_coerce(v, item_hint, key=f"{key}[{i}]", source=source) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise _type_error(value, hint, key, source)
+    if hint is int and isinstance(value, bool):
+        raise _type_error(value, hint, key, source)
+    if not isinstance(value, hint):
+        raise _type_error(value, hint, key, source)
+    return value
+
+
+def _type_error(value: Any, hint: Any, key: str, source: str) -> ConfigError:
+    wanted = getattr(hint, "__name__", str(hint))
+    return ConfigError(f"{source}: key '{key}' expects {wanted}, got {value!r} ({type(value).__name__})")

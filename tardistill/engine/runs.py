@@ -1,0 +1,76 @@
+"""End-to-end runs: train a detector from a Config, evaluate a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tardistill.config import Config, config_to_dict, save_config
+from tardistill.engine.evaluator import evaluate
+from tardistill.engine.schedule import build_optimizer
+from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_config,
+                                     load_detector, primary_metric, seed_everything, select_device, use_bf16)
+from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit
+from tardistill.errors import ConfigError
+from tardistill.models.build import count_parameters
+from tardistill.models.checkpoint import save_model
+
+log = logging.getLogger(__name__)
+
+
+def schedule_from_config(config: Config) -> Schedule:
+    """The trainer's view of `config.train`."""
+    train = config.train
+    return Schedule(iterations=train.iterations, schedule=train.schedule,
+                    warmup_iterations=train.warmup_iterations, warmup_factor=train.warmup_factor,
+                    milestones=tuple(train.milestones), gamma=train.gamma, clip_grad_norm=train.clip_grad_norm)
+
+
+def make_hooks(config: Config, detector: torch.nn.Module, val_set, base_meta: dict[str, Any],
+               device: torch.device) -> Hooks:
+    """Validation and saving of the deployable model, shared by `train` and `distill`."""
+    def run_validation() -> dict[str, float]:
+        return evaluate(detector, val_set, batch_size=config.train.batch_size, device=device)
+
+    def save(path: Path, extra: dict[str, Any]) -> None:
+        save_model(path, detector, {**base_meta, **extra})
+
+    return Hooks(evaluate=run_validation, save_model=save, primary_metric=primary_metric(config))
+
+
+def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train one detector; writes config.yaml, metrics.jsonl, best/final checkpoints and result.json."""
+    seed_everything(config.seed)
+    device = select_device(config.train.device)
+    train_set = dataset_for(config.data, config.data.train_split, train=True)
+    val_set = dataset_for(config.data, config.data.val_split, train=False)
+    detector = detector_from_config(config.model, len(train_set.classes)).to(device)
+    save_config(config, out_dir / "config.yaml")
+    meta = {"config": config_to_dict(config), **class_metadata(train_set), "role": "detector"}
+    optimizer = build_optimizer(detector.parameters(), config.train.optimizer, lr=config.train.lr,
+                                momentum=config.train.momentum, weight_decay=config.train.weight_decay)
+    batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
+                           num_workers=config.data.num_workers)
+    state = fit(PrefixedLosses(detector), batches, optimizer, schedule_from_config(config), out_dir=out_dir,
+                hooks=make_hooks(config, detector, val_set, meta, device), device=device,
+                amp=use_bf16(config.train.amp, device), resume=resume, log_every=config.train.log_every,
+                eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every)
+    return {**state, "parameters": count_parameters(detector)}
+
+
+def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str) -> dict[str, float]:
+    """Metrics of a saved detector on one split of the configured dataset."""
+    device = select_device(config.train.device)
+    detector, meta = load_detector(checkpoint)
+    dataset = dataset_for(config.data, split, train=False)
+    check_same_classes(meta["classes"], dataset.classes, checkpoint)
+    return evaluate(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
+
+
+def check_same_classes(model_classes: list[str], data_classes: list[str], checkpoint: Path) -> None:
+    """A model can only be scored on data with the class list it was trained on."""
+    if list(model_classes) != list(data_classes):
+        raise ConfigError(f"{checkpoint}: model classes {model_classes} differ from the dataset's {data_classes}")

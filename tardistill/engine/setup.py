@@ -1,0 +1,97 @@
+"""Turn a Config into the parts a run needs: device, seeds, datasets, batches, detectors."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tardistill.config import Config, DataConfig, ModelConfig, config_from_dict
+from tardistill.data.loader import build_dataset, collate_detection
+from tardistill.data.transforms import build_train_transforms
+from tardistill.engine.sampling import ResumableBatchSampler
+from tardistill.errors import ConfigError
+from tardistill.models.build import build_detector
+from tardistill.models.checkpoint import load_checkpoint
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was asked for, but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: unknown device '{name}' (valid: auto, cpu, cuda)")
+    return torch.device(name)
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    """bf16 autocast: 'auto' enables it on GPUs that support it; CPU stays in fp32 unless forced."""
+    if mode == "off":
+        return False
+    if mode == "bf16":
+        return True
+    if mode != "auto":
+        raise ConfigError(f"train.amp: unknown mode '{mode}' (valid: auto, bf16, off)")
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so CPU runs reproduce."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def dataset_for(data: DataConfig, split: str, *, train: bool):
+    """One split of the configured dataset; training splits get flip and jitter augmentation."""
+    transforms = build_train_transforms(flip=data.flip, jitter=data.jitter) if train else None
+    return build_dataset(data.format, data.root, split, train=train, classes=data.classes,
+                         transforms=transforms)
+
+
+def batch_stream(dataset, *, batch_size: int, seed: int, num_workers: int):
+    """A `start_step -> iterator` factory of training batches (see `fit`)."""
+    def make(start_step: int):
+        sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed, start_step=start_step)
+        return iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_detection,
+                               num_workers=num_workers, persistent_workers=num_workers > 0))
+    return make
+
+
+def detector_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
+    """build_detector with the config's model section as keyword arguments."""
+    fields = dataclasses.asdict(model)
+    return build_detector(fields.pop("kind"), fields.pop("backbone"), num_classes=num_classes, **fields)
+
+
+def load_detector(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a detector from a checkpoint's own config and class list, then load its weights."""
+    tensors, meta = load_checkpoint(checkpoint)
+    if "config" not in meta or "classes" not in meta:
+        raise ConfigError(f"{checkpoint}: checkpoint has no config/classes metadata")
+    config = config_from_dict(meta["config"], source=str(checkpoint))
+    config.model.weights = config.model.backbone_weights = None  # the checkpoint already holds them
+    model = detector_from_config(config.model, len(meta["classes"]))
+    model.load_state_dict(tensors, strict=True)
+    return model, meta
+
+
+def class_metadata(dataset) -> dict[str, Any]:
+    """What a checkpoint stores about labels, so predictions map back to the dataset's categories."""
+    meta: dict[str, Any] = {"classes": list(dataset.classes)}
+    if hasattr(dataset, "category_ids"):
+        meta["category_ids"] = list(dataset.category_ids)
+    return meta
+
+
+def primary_metric(config: Config) -> str:
+    """The metric that picks the best checkpoint: COCO AP, or VOC mAP."""
+    return "mAP" if config.data.format == "voc" else "AP"

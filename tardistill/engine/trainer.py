@@ -1,0 +1,189 @@
+"""`fit`: the iteration-based training loop shared by detector training and distillation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tardistill.engine.run_log import RunLog
+from tardistill.errors import TardistillError
+from tardistill.engine.schedule import lr_factor
+from tardistill.models.checkpoint import (flatten_optimizer_state, load_checkpoint, save_checkpoint,
+                                          unflatten_optimizer_state)
+
+log = logging.getLogger(__name__)
+TRAIN_STATE = "last_state.safetensors"
+
+
+class PrefixedLosses(nn.Module):
+    """Wraps a torchvision detector so its training losses come back as `det/<name>`."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+        return {f"det/{k}": v for k, v in self.detector(images, targets).items()}
+
+
+@dataclass
+class Schedule:
+    """What `fit` needs to know about the optimisation schedule."""
+
+    iterations: int
+    schedule: str = "multistep"
+    warmup_iterations: int = 0
+    warmup_factor: float = 0.001
+    milestones: tuple[float, ...] = (0.75, 0.9)
+    gamma: float = 0.1
+    clip_grad_norm: float = 0.0
+
+    def factor(self, step: int) -> float:
+        return lr_factor(step, total_steps=self.iterations, schedule=self.schedule,
+                         warmup_steps=self.warmup_iterations, warmup_factor=self.warmup_factor,
+                         milestones=self.milestones, gamma=self.gamma)
+
+
+@dataclass
+class Hooks:
+    """Callbacks that make `fit` usable for plain training and for distillation alike.
+
+    evaluate: returns validation metrics for the deployable model (detector or student).
+    save_model: writes the deployable model to a path with extra metadata.
+    """
+
+    evaluate: Callable[[], dict[str, float]] | None = None
+    save_model: Callable[[Path, dict[str, Any]], None] | None = None
+    primary_metric: str = "AP"
+
+
+def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
+        hooks: Hooks, device: torch.device, amp: bool = False, resume: bool = False, log_every: int = 20,
+        eval_every: int = 0, checkpoint_every: int = 0) -> dict[str, Any]:
+    """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
+
+    Args:
+        make_batches: start_step -> iterator of (images, targets) from that step on, so a resumed
+            run sees the batches it would have seen (see ResumableBatchSampler).
+    Returns:
+        {"step", "best_metric", "best_step", "wall_s"}.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {"step": 0, "best_metric": -math.inf, "best_step": -1, "wall_s": 0.0}
+    if resume and (out_dir / TRAIN_STATE).is_file():
+        state = _restore(out_dir / TRAIN_STATE, model, optimizer)
+        log.info("resumed from %s at step %d", out_dir / TRAIN_STATE, state["step"])
+    base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, base_lrs):
+        group["initial_lr"] = lr
+    run_log = RunLog(out_dir)
+    model.train()
+    bar = tqdm(total=schedule.iterations, initial=state["step"], desc="train", dynamic_ncols=True,
+               disable=None)
+    started = time.perf_counter() - state["wall_s"]
+    try:
+        for images, targets in make_batches(state["step"]):
+            step = state["step"]
+            if step >= schedule.iterations:
+                break
+            scalars = _train_step(model, images, targets, optimizer, schedule, base_lrs, step=step,
+                                  device=device, amp=amp)
+            state["step"] = step + 1
+            state["wall_s"] = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
+            if state["step"] % log_every == 0 or state["step"] == schedule.iterations:
+                run_log.write(state["step"], scalars)
+            _maybe_evaluate(state, hooks, run_log, out_dir, model, eval_every, schedule.iterations)
+            if checkpoint_every and state["step"] % checkpoint_every == 0:
+                _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+    except BaseException:
+        # Keep completed work: an interrupted or failed run can continue with --resume.
+        if state["step"] > 0:
+            _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+            log.error("training stopped at step %d; state saved to %s (use --resume)",
+                      state["step"], out_dir / TRAIN_STATE)
+        raise
+    finally:
+        bar.close()
+        run_log.close()
+    _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+    if hooks.save_model is not None:
+        hooks.save_model(out_dir / "final.safetensors", {"step": state["step"], "wall_s": state["wall_s"]})
+    return state
+
+
+def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs, *, step, device, amp):
+    factor = schedule.factor(step)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with autocast:
+        losses = model(images, targets)
+    weights = model.loss_weights(step, schedule.iterations) if hasattr(model, "loss_weights") else {}
+    total = sum(weights.get(k, 1.0) * v.float() for k, v in losses.items() if not k.startswith("stat/"))
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"loss is {total.item()} at step {step}: "
+                                 f"{ {k: round(float(v), 4) for k, v in losses.items()} }")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if schedule.clip_grad_norm > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad_norm)
+    optimizer.step()
+    scalars = {k: float(v.detach()) for k, v in losses.items()}
+    scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
+    scalars.update(loss=float(total), lr=optimizer.param_groups[0]["lr"])
+    return scalars
+
+
+def _maybe_evaluate(state, hooks: Hooks, run_log: RunLog, out_dir: Path, model, eval_every, total_steps):
+    step = state["step"]
+    if hooks.evaluate is None or not eval_every or (step % eval_every and step != total_steps):
+        return
+    metrics = hooks.evaluate()
+    model.train()
+    run_log.write(step, metrics, kind="val")
+    value = metrics.get(hooks.primary_metric, -math.inf)
+    log.info("step %d: val %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if value > state["best_metric"]:
+        state.update(best_metric=value, best_step=step)
+        if hooks.save_model is not None:
+            hooks.save_model(out_dir / "best.safetensors", {"step": step, "val_metrics": metrics})
+
+
+def training_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training must restore: everything but a frozen teacher (which is reloaded from its file)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+
+
+def _save_train_state(path: Path, model, optimizer, state) -> None:
+    optim_tensors, optim_rest = flatten_optimizer_state(optimizer.state_dict())
+    tensors = {f"model/{k}": v for k, v in training_state_dict(model).items()}
+    tensors.update(optim_tensors)
+    tensors["rng/torch"] = torch.get_rng_state()
+    save_checkpoint(path, tensors, {"trainer": state, "optimizer": optim_rest})
+
+
+def _restore(path: Path, model, optimizer) -> dict[str, Any]:
+    tensors, meta = load_checkpoint(path)
+    model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    missing, unexpected = model.load_state_dict(model_state, strict=False)
+    missing = [k for k in missing if not k.startswith("teacher.")]
+    if missing or unexpected:
+        raise TardistillError(f"{path}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    torch.set_rng_state(tensors["rng/torch"])
+    return dict(meta["trainer"])

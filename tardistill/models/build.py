@@ -1,0 +1,78 @@
+"""`build_detector`: torchvision Faster R-CNN + FPN or RetinaNet, sized for the experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+from tardistill.errors import ConfigError
+from tardistill.models.backbones import build_fpn_backbone
+from tardistill.models.weights import load_backbone_weights, load_detector_weights
+
+DETECTOR_KINDS = ("faster_rcnn", "retinanet")
+
+
+def build_detector(kind: str, backbone: str, *, num_classes: int, width_multiplier: float = 1.0,
+                   fpn_channels: int = 256, head_width: int = 1024, min_size: int = 128,
+                   max_size: int = 128, anchor_sizes: list[int] | None = None,
+                   rpn_pre_nms_top_n_train: int = 2000, rpn_post_nms_top_n_train: int = 2000,
+                   rpn_pre_nms_top_n_test: int = 1000, rpn_post_nms_top_n_test: int = 1000,
+                   rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 512,
+                   detections_per_image: int = 100, score_threshold: float = 0.05,
+                   weights: str | None = None, backbone_weights: str | None = None) -> nn.Module:
+    """Build a detector for `num_classes` object classes (background is added here).
+
+    Args:
+        anchor_sizes: one base size per FPN level; RetinaNet adds the 2^(1/3), 2^(2/3) octave scales.
+        weights, backbone_weights: local files only; nothing is ever downloaded.
+    """
+    if kind not in DETECTOR_KINDS:
+        raise ConfigError(f"model.kind: unknown detector '{kind}' (valid: {', '.join(DETECTOR_KINDS)})")
+    fpn = build_fpn_backbone(backbone, kind=kind, width_multiplier=width_multiplier, fpn_channels=fpn_channels)
+    if backbone_weights:
+        load_backbone_weights(fpn.body, Path(backbone_weights))
+    num_levels = _count_levels(fpn, min_size)
+    sizes = list(anchor_sizes or [16, 32, 64, 128, 256])
+    if len(sizes) != num_levels:
+        raise ConfigError(f"model.anchor_sizes: {len(sizes)} sizes given, but the {backbone} FPN "
+                          f"for {kind} has {num_levels} levels")
+    common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_image)
+    if kind == "retinanet":
+        anchors = AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes),
+                                  ((0.5, 1.0, 2.0),) * num_levels)
+        model = RetinaNet(fpn, num_classes + 1, anchor_generator=anchors,
+                          score_thresh=score_threshold, **common)
+    else:
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * num_levels)
+        resolution = 7
+        box_head = TwoMLPHead(fpn.out_channels * resolution**2, head_width)
+        model = FasterRCNN(
+            fpn, None, rpn_anchor_generator=anchors, box_head=box_head,
+            box_predictor=FastRCNNPredictor(head_width, num_classes + 1),
+            rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+            rpn_batch_size_per_image=rpn_batch_size_per_image,
+            box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=score_threshold, **common)
+    if weights:
+        load_detector_weights(model, Path(weights))
+    return model
+
+
+def _count_levels(fpn: nn.Module, image_size: int) -> int:
+    """Number of FPN outputs, found by a tiny dry run (levels depend on the extra blocks)."""
+    was_training = fpn.training
+    fpn.eval()
+    with torch.no_grad():
+        count = len(fpn(torch.zeros(1, 3, image_size, image_size)))
+    fpn.train(was_training)
+    return count
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, trainable or not."""
+    return sum(p.numel() for p in model.parameters())

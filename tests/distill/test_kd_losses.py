@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+
+from tardistill.distill.losses import (
+    cls_distill_loss, cls_gate, fpn_imitation_loss, paired_iou, reg_distill_loss, reg_gate)
+from tardistill.errors import ConfigError
+
+
+def test_fpn_imitation_loss_hand_computed():
+    # image 0: cells differ by 1 and 3, mask (1, 0.5): (1 * 1 + 0.5 * 9) / (2 * 1.5) = 5.5 / 3
+    # image 1: differences 1 and 3, mask (0.25, 0): sum M < 1 so the denominator is 2: 0.25 / 2
+    student = torch.tensor([[[[1.0, 3.0]]], [[[1.0, 3.0]]]])  # [N=2, C=1, H=1, W=2]
+    teacher = torch.zeros(2, 1, 1, 2)
+    mask = torch.tensor([[[1.0, 0.5]], [[0.25, 0.0]]])
+    expected = (5.5 / 3 + 0.125) / 2  # per-image normalisation, then the mean over images
+    assert math.isclose(fpn_imitation_loss(student, teacher, mask).item(), expected, rel_tol=1e-6)
+
+
+def test_fpn_imitation_sums_channels_and_is_zero_for_equal_features():
+    student = torch.tensor([[[[1.0]], [[2.0]]]])  # C = 2: ||(1, 2)||^2 = 5
+    assert fpn_imitation_loss(student, torch.zeros(1, 2, 1, 1), torch.ones(1, 1, 1)).item() == 2.5
+    feats = torch.randn(2, 4, 3, 3)
+    assert fpn_imitation_loss(feats, feats.clone(), torch.rand(2, 3, 3)).item() == 0.0
+
+
+def test_cls_distill_loss_hand_computed():
+    student = torch.zeros(1, 2, requires_grad=True)
+    teacher = torch.tensor([[math.log(3.0), 0.0]])
+    # p_T = (0.75, 0.25), p_S = (0.5, 0.5): KL = 0.75 ln 1.5 + 0.25 ln 0.5 = 0.130812
+    assert math.isclose(cls_distill_loss(student, teacher, tau=1.0).item(), 0.130812, rel_tol=1e-5)
+    # tau 2: p_T = (0.633975, 0.366025): KL = 0.036341, times tau^2 = 0.145363
+    assert math.isclose(cls_distill_loss(student, teacher, tau=2.0).item(), 0.145363, rel_tol=1e-5)
+    # the mean over rows: a second, identical row changes nothing
+    two = cls_distill_loss(student.expand(2, 2), teacher.expand(2, 2), tau=1.0)
+    assert math.isclose(two.item(), 0.130812, rel_tol=1e-5)
+
+
+def test_cls_distill_loss_empty_is_zero_and_keeps_graph():
+    student = torch.zeros(0, 3, requires_grad=True)
+    loss = cls_distill_loss(student, torch.zeros(0, 3), tau=1.0)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+
+
+def test_cls_gate_modes():
+    labels = torch.tensor([1, 2, 0, 1])
+    teacher = torch.tensor([[0.0, 2.0, 0.0],   # teacher surer of class 1 -> adaptive picks it
+                            [0.0, 0.0, 0.0],   # student surer of class 2 -> not picked
+                            [5.0, 0.0, 0.0],   # background RoI: never in adaptive/positive
+                            [0.0, 1.0, 0.0]])  # equal to the student: p_T(y) > p_S(y) is false
+    student = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    gate = lambda mode: cls_gate(student, teacher, labels, mode=mode).tolist()  # noqa: E731
+    assert gate("adaptive") == [True, False, False, False]
+    assert gate("positive") == [True, True, False, True]
+    assert gate("all") == [True, True, True, True]
+    with pytest.raises(ConfigError, match="adaptive, positive, all"):
+        gate("hard")
+
+
+def test_cls_gate_adaptive_ignores_tau():
+    # At tau = 1 the student (logit 2 vs 1 over background) beats the teacher; only tau=1 is used.
+    labels = torch.tensor([1])
+    student, teacher = torch.tensor([[0.0, 2.0]]), torch.tensor([[0.0, 1.0]])
+    assert cls_gate(student, teacher, labels, mode="adaptive").tolist() == [False]
+
+
+def test_paired_iou():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    b = torch.tensor([[0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0]])
+    assert paired_iou(a, b).tolist() == [0.5, 0.0]
+
+
+def test_reg_gate_modes():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).expand(4, 4)
+    half, fifth, full = [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 2.0], [0.0, 0.0, 10.0, 10.0]
+    # IoU with gt per row:     teacher     student     proposal
+    teacher = torch.tensor([full,                  # 1.0         0.5         0.5
+                            half,                  # 0.5         1.0         0.2
+                            [0.0, 0.0, 5.0, 5.0],  # 0.25        0.2         0.8
+                            half])                 # 0.5         0.5         0.5
+    student = torch.tensor([half, full, fifth, half])
+    proposals = torch.tensor([[0.0, 0.0, 5.0, 10.0], fifth, [0.0, 0.0, 10.0, 8.0], half])
+    gate = lambda mode: reg_gate(student, teacher, proposals, gt, mode=mode).tolist()  # noqa: E731
+    assert gate("teacher_better") == [True, False, True, False]
+    assert gate("teacher_improves") == [True, True, False, False]
+    assert gate("always") == [True, True, True, True]
+    with pytest.raises(ConfigError, match="teacher_better, teacher_improves, always"):
+        gate("never")
+
+
+def test_reg_distill_loss_hand_computed():
+    student = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[0.05, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # smooth-L1, beta 1/9: |0.05| < beta -> 0.5 * 0.05^2 / beta = 0.01125; |1| -> 1 - 0.5 / 9
+    both = reg_distill_loss(student, teacher, torch.tensor([True, True]), num_sampled=4)
+    assert math.isclose(both.item(), (0.01125 + 1 - 0.5 / 9) / 4, rel_tol=1e-6)
+    second = reg_distill_loss(student, teacher, torch.tensor([False, True]), num_sampled=4)
+    assert math.isclose(second.item(), (1 - 0.5 / 9) / 4, rel_tol=1e-6)
+    none = reg_distill_loss(student, teacher, torch.tensor([False, False]), num_sampled=4)
+    assert none.item() == 0.0
+    both.backward()
+    assert student.grad is not None and teacher.grad is None

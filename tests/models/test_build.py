@@ -1,0 +1,48 @@
+"""build_detector: every backbone and kind builds and trains one step on tiny input."""
+
+import pytest
+import torch
+from torchvision.models.detection import FasterRCNN, RetinaNet
+
+from tardistill.errors import ConfigError
+from tardistill.models.build import build_detector, count_parameters
+
+TARGET = {"boxes": torch.tensor([[8.0, 10.0, 40.0, 50.0]]), "labels": torch.tensor([2])}
+
+
+@pytest.mark.parametrize("kind, backbone, width, cls", [
+    ("faster_rcnn", "resnet18", 0.25, FasterRCNN),
+    ("faster_rcnn", "resnet50", 0.125, FasterRCNN),
+    ("retinanet", "resnet34", 0.125, RetinaNet),
+])
+def test_builds_and_returns_losses(kind, backbone, width, cls):
+    model = build_detector(kind, backbone, num_classes=3, width_multiplier=width, fpn_channels=32,
+                           head_width=64, min_size=64, max_size=64, anchor_sizes=[8, 16, 32, 64, 128])
+    assert isinstance(model, cls)
+    losses = model([torch.rand(3, 64, 64)], [TARGET])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    (output,) = model([torch.rand(3, 64, 64)])
+    assert set(output) == {"boxes", "labels", "scores"}
+
+
+def test_width_multiplier_shrinks_the_model():
+    full = build_detector("faster_rcnn", "resnet18", num_classes=3, fpn_channels=32, head_width=64)
+    narrow = build_detector("faster_rcnn", "resnet18", num_classes=3, width_multiplier=0.25,
+                            fpn_channels=32, head_width=64)
+    assert count_parameters(narrow) < count_parameters(full) / 5
+
+
+def test_mobilenet_has_three_levels():
+    model = build_detector("faster_rcnn", "mobilenet_v3_large", num_classes=3, anchor_sizes=[16, 32, 64],
+                           head_width=64)
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3, 3, 3]
+
+
+def test_errors_name_the_key():
+    with pytest.raises(ConfigError, match="model.backbone: unknown backbone 'vgg'"):
+        build_detector("faster_rcnn", "vgg", num_classes=3)
+    with pytest.raises(ConfigError, match="model.kind"):
+        build_detector("yolo", "resnet18", num_classes=3)
+    with pytest.raises(ConfigError, match="model.anchor_sizes: 2 sizes"):
+        build_detector("faster_rcnn", "resnet18", num_classes=3, width_multiplier=0.25, anchor_sizes=[8, 16])

@@ -1,0 +1,59 @@
+"""Checkpoints and local weight files: safetensors round trip, no arbitrary unpickling."""
+
+import argparse
+
+import pytest
+import torch
+
+from tardistill.errors import TardistillError
+from tardistill.models.build import build_detector
+from tardistill.models.checkpoint import (flatten_optimizer_state, load_checkpoint, read_checkpoint_meta,
+                                          save_model, unflatten_optimizer_state)
+from tardistill.models.weights import read_state_dict
+
+
+def tiny():
+    return build_detector("faster_rcnn", "resnet18", num_classes=2, width_multiplier=0.125, fpn_channels=16,
+                          head_width=32, min_size=64, max_size=64)
+
+
+def test_model_round_trip_with_metadata(tmp_path):
+    model = tiny()
+    path = save_model(tmp_path / "m.safetensors", model, {"classes": ["a", "b"], "step": 3})
+    tensors, meta = load_checkpoint(path)
+    assert meta == {"classes": ["a", "b"], "step": 3} == read_checkpoint_meta(path)
+    fresh = tiny()
+    fresh.load_state_dict(tensors, strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key])
+    assert not list(tmp_path.glob("*.tmp"))  # the write was atomic
+
+
+def test_optimizer_state_round_trip():
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    param.sum().backward()
+    optimizer.step()
+    tensors, rest = flatten_optimizer_state(optimizer.state_dict())
+    restored = unflatten_optimizer_state(tensors, rest)
+    assert torch.equal(restored["state"][0]["momentum_buffer"], optimizer.state[param]["momentum_buffer"])
+    assert restored["param_groups"] == optimizer.state_dict()["param_groups"]
+
+
+def test_not_a_checkpoint_is_one_line_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(TardistillError, match="x.safetensors: not a tardistill checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(TardistillError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_torch_file_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "ref.pth"
+    torch.save({"model": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(TardistillError, match="refused to load"):
+        read_state_dict(path)
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": {"w": torch.ones(1)}, "epoch": 3}, plain)
+    assert torch.equal(read_state_dict(plain)["w"], torch.ones(1))
