@@ -44,20 +44,30 @@ def make_hooks(config: Config, detector: torch.nn.Module, val_set, base_meta: di
 def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> dict[str, Any]:
     """Train one detector; writes config.yaml, metrics.jsonl, best/final checkpoints and result.json."""
     seed_everything(config.seed)
-    device = select_device(config.train.device)
     train_set = dataset_for(config.data, config.data.train_split, train=True)
+    detector = detector_from_config(config.model, len(train_set.classes))
+    return run_training(config, PrefixedLosses(detector), detector, train_set, out_dir,
+                        meta={"role": "detector"}, resume=resume)
+
+
+def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Module, train_set,
+                 out_dir: Path, *, meta: dict[str, Any], resume: bool = False) -> dict[str, Any]:
+    """Train `model` (a loss-dict module) and validate/save `detector`, the deployable part of it."""
+    device = select_device(config.train.device)
     val_set = dataset_for(config.data, config.data.val_split, train=False)
-    detector = detector_from_config(config.model, len(train_set.classes)).to(device)
+    model.to(device)
     save_config(config, out_dir / "config.yaml")
-    meta = {"config": config_to_dict(config), **class_metadata(train_set), "role": "detector"}
-    optimizer = build_optimizer(detector.parameters(), config.train.optimizer, lr=config.train.lr,
+    meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
+    params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
+    optimizer = build_optimizer(params, config.train.optimizer, lr=config.train.lr,
                                 momentum=config.train.momentum, weight_decay=config.train.weight_decay)
     batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
                            num_workers=config.data.num_workers)
-    state = fit(PrefixedLosses(detector), batches, optimizer, schedule_from_config(config), out_dir=out_dir,
+    state = fit(model, batches, optimizer, schedule_from_config(config), out_dir=out_dir,
                 hooks=make_hooks(config, detector, val_set, meta, device), device=device,
                 amp=use_bf16(config.train.amp, device), resume=resume, log_every=config.train.log_every,
-                eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every)
+                eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every,
+                seed=config.seed)
     return {**state, "parameters": count_parameters(detector)}
 
 

@@ -61,8 +61,10 @@ def batch_stream(dataset, *, batch_size: int, seed: int, num_workers: int):
     """A `start_step -> iterator` factory of training batches (see `fit`)."""
     def make(start_step: int):
         sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed, start_step=start_step)
+        # A private generator: creating the loader must not draw from the global RNG that `fit` seeds.
         return iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_detection,
-                               num_workers=num_workers, persistent_workers=num_workers > 0))
+                               num_workers=num_workers, persistent_workers=num_workers > 0,
+                               generator=torch.Generator().manual_seed(seed + start_step)))
     return make
 
 

@@ -69,7 +69,7 @@ class Hooks:
 
 def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
         hooks: Hooks, device: torch.device, amp: bool = False, resume: bool = False, log_every: int = 20,
-        eval_every: int = 0, checkpoint_every: int = 0) -> dict[str, Any]:
+        eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0) -> dict[str, Any]:
     """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
 
     Args:
@@ -92,10 +92,13 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
                disable=None)
     started = time.perf_counter() - state["wall_s"]
     try:
-        for images, targets in make_batches(state["step"]):
+        stream = make_batches(state["step"])
+        while state["step"] < schedule.iterations:
             step = state["step"]
-            if step >= schedule.iterations:
-                break
+            # Augmentation and RoI sampling draw from torch's global RNG: seeding it from (seed, step)
+            # makes every step reproducible, including after an interruption and --resume.
+            torch.manual_seed(seed * 1_000_003 + step)
+            images, targets = next(stream)
             scalars = _train_step(model, images, targets, optimizer, schedule, base_lrs, step=step,
                                   device=device, amp=amp)
             state["step"] = step + 1
@@ -145,7 +148,7 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     optimizer.step()
     scalars = {k: float(v.detach()) for k, v in losses.items()}
     scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
-    scalars.update(loss=float(total), lr=optimizer.param_groups[0]["lr"])
+    scalars.update(loss=float(total.detach()), lr=optimizer.param_groups[0]["lr"])
     return scalars
 
 
@@ -173,7 +176,6 @@ def _save_train_state(path: Path, model, optimizer, state) -> None:
     optim_tensors, optim_rest = flatten_optimizer_state(optimizer.state_dict())
     tensors = {f"model/{k}": v for k, v in training_state_dict(model).items()}
     tensors.update(optim_tensors)
-    tensors["rng/torch"] = torch.get_rng_state()
     save_checkpoint(path, tensors, {"trainer": state, "optimizer": optim_rest})
 
 
@@ -185,5 +187,4 @@ def _restore(path: Path, model, optimizer) -> dict[str, Any]:
     if missing or unexpected:
         raise TardistillError(f"{path}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
-    torch.set_rng_state(tensors["rng/torch"])
     return dict(meta["trainer"])
