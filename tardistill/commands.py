@@ -17,7 +17,7 @@ def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
     return generate_synthetic(out, **options)
 
 
-def _finish_run(config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
+def finish_run(config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Score the best checkpoint (picked on val) on the test split and write result.json."""
     from tardistill.engine.runs import evaluate_checkpoint
 
@@ -34,7 +34,7 @@ def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = F
     from tardistill.engine.runs import train_detector
 
     config = load_config(config_path, overrides)
-    return _finish_run(config, out, train_detector(config, out, resume=resume))
+    return finish_run(config, out, train_detector(config, out, resume=resume))
 
 
 def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool =
     from tardistill.distill.runs import distill_student
 
     config = load_config(config_path, overrides)
-    return _finish_run(config, out, distill_student(config, out, resume=resume))
+    return finish_run(config, out, distill_student(config, out, resume=resume))
 
 
 def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split: str) -> dict[str, float]:

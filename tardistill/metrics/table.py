@@ -14,7 +14,7 @@ def _percent(value: float | None) -> str:
     return f"{100.0 * value:.1f}"
 
 
-def _render(header: list[str], body: list[list[str]], title: str | None) -> str:
+def format_table(header: list[str], body: list[list[str]], title: str | None = None) -> str:
     """Left-align the first column, right-align the others, and rule off the header."""
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
@@ -46,7 +46,7 @@ def format_metrics_table(
         raise TypeError("format_metrics_table: give {metric: value} or {row: {metric: value}}, not a mix")
     if not any(nested):
         body = [[name, _percent(value)] for name, value in rows.items()]
-        return _render(["metric", "value"], body, title)
+        return format_table(["metric", "value"], body, title)
     metrics = list(dict.fromkeys(name for row in rows.values() for name in row))
     body = [[row_name, *(_percent(row.get(name)) for name in metrics)] for row_name, row in rows.items()]
-    return _render(["", *metrics], body, title)
+    return format_table(["", *metrics], body, title)

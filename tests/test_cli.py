@@ -1,0 +1,136 @@
+"""The command line: bad input gives one line naming the file and the problem, never a traceback."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tardistill.cli import main
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err):
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def coco_copy(tiny_synth, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(tiny_synth, root)
+    return root
+
+
+def train_args(root, tiny_overrides, tmp_path):
+    sets = [a for o in tiny_overrides if not o.startswith("data.root") for a in ("--set", o)]
+    return ["train", write_config(tmp_path), *sets, "--set", f"data.root={root}", "--out", tmp_path / "run"]
+
+
+def write_config(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"data": {"format": "synth"}}))
+    return path
+
+
+def test_missing_image(tiny_synth, tiny_overrides, tmp_path, capsys):
+    root = coco_copy(tiny_synth, tmp_path)
+    (root / "train" / "000001.png").unlink()
+    code, _, err = run(train_args(root, tiny_overrides, tmp_path), capsys)
+    assert code == 2
+    assert "000001.png" in one_line_error(err)
+
+
+def test_unreadable_image(tiny_synth, tiny_overrides, tmp_path, capsys):
+    root = coco_copy(tiny_synth, tmp_path)
+    for png in (root / "train").glob("*.png"):
+        png.write_bytes(b"not a png")
+    code, _, err = run(train_args(root, tiny_overrides, tmp_path), capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert ".png" in line and "train" in line
+
+
+def test_malformed_json(tiny_synth, tiny_overrides, tmp_path, capsys):
+    root = coco_copy(tiny_synth, tmp_path)
+    (root / "annotations" / "train.json").write_text("{\"images\": [")
+    code, _, err = run(train_args(root, tiny_overrides, tmp_path), capsys)
+    assert code == 2 and "train.json" in one_line_error(err)
+
+
+def test_malformed_detections_file(tiny_synth, tmp_path, capsys):
+    detections = tmp_path / "dets.json"
+    detections.write_text("[{\"image_id\": 1,")
+    code, _, err = run(["evaluate-detections", tiny_synth / "annotations" / "test.json", detections], capsys)
+    assert code == 2 and "dets.json" in one_line_error(err)
+
+
+def voc_root(tmp_path, xml):
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (tmp_path / "voc" / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "voc/JPEGImages/a.jpg")
+    (tmp_path / "voc/Annotations/a.xml").write_text(xml)
+    (tmp_path / "voc/ImageSets/Main/test.txt").write_text("a\n")
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps([{"image_id": "a", "category_id": "dog", "bbox": [0, 0, 9, 9],
+                                       "score": 0.9}]))
+    return tmp_path / "voc", detections
+
+
+def test_malformed_xml(tmp_path, capsys):
+    root, detections = voc_root(tmp_path, "<annotation><object>")
+    code, _, err = run(["evaluate-detections", root, detections], capsys)
+    assert code == 2 and "a.xml" in one_line_error(err)
+
+
+def test_unknown_class_name(tmp_path, capsys):
+    xml = ("<annotation><size><width>32</width><height>24</height></size><object><name>dragon</name>"
+           "<difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+           "</bndbox></object></annotation>")
+    root, detections = voc_root(tmp_path, xml)
+    code, _, err = run(["evaluate-detections", root, detections], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "a.xml" in line and "dragon" in line
+
+
+def test_voc_evaluate_detections_json(tmp_path, capsys):
+    xml = ("<annotation><size><width>32</width><height>24</height></size><object><name>dog</name>"
+           "<difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>10</ymax>"
+           "</bndbox></object></annotation>")
+    root, detections = voc_root(tmp_path, xml)
+    code, out, _ = run(["evaluate-detections", root, detections, "--metric", "voc07", "--json"], capsys)
+    assert code == 0 and json.loads(out)["mAP"] == pytest.approx(1.0)
+
+
+def test_coco_evaluate_detections_table_and_json(tiny_synth, tmp_path, capsys):
+    gt = json.loads((tiny_synth / "annotations" / "test.json").read_text())
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in gt["annotations"]]
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps(perfect))
+    code, out, _ = run(["evaluate-detections", tiny_synth / "annotations" / "test.json", detections,
+                        "--json"], capsys)
+    metrics = json.loads(out)
+    assert code == 0 and list(metrics)[:3] == ["AP", "AP50", "AP75"] and metrics["AP"] == pytest.approx(1.0)
+    code, out, _ = run(["evaluate-detections", tiny_synth / "annotations" / "test.json", detections], capsys)
+    assert code == 0 and "AP50" in out
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    code, _, err = run(["train", write_config(tmp_path), "--set", "train.iteratons=3"], capsys)
+    assert code == 2 and "train.iteratons" in one_line_error(err)
+
+
+def test_predict_draws_pngs(tiny_synth, tiny_overrides, tmp_path, capsys):
+    code, out, _ = run(train_args(tiny_synth, tiny_overrides, tmp_path), capsys)
+    assert code == 0 and "AP" in out
+    code, out, _ = run(["predict", write_config(tmp_path), "--checkpoint", tmp_path / "run/final.safetensors",
+                        "--images", tiny_synth / "test", "--out", tmp_path / "drawn"], capsys)
+    assert code == 0 and len(list((tmp_path / "drawn").glob("*.png"))) == 4
