@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", required=True, type=Path)
     pred.add_argument("--score-threshold", type=float, default=0.5)
 
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    cost = bench.add_parser("distill-cost", help="distillation step time and peak memory against the student's")
+    _add_config_args(cost)
+    cost.add_argument("--repeats", type=int, default=5)
+
     demo = commands.add_parser("demo", help="the whole story on the built-in dataset")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
@@ -99,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
         written = commands.predict(args.config, args.overrides, args.checkpoint, args.images, args.out,
                                    score_threshold=args.score_threshold)
         print(f"wrote {written} images to {args.out}")
+    elif args.command == "bench":
+        print(json.dumps(commands.distill_cost(args.config, args.overrides, repeats=args.repeats), indent=2))
     elif args.command == "demo":
         commands.demo(args.out, fast=args.fast)
     return 0

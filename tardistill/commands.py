@@ -89,6 +89,14 @@ def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Pa
     return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
 
 
+def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dict[str, Any]:
+    """`tardistill bench distill-cost`: step-time ratio and peak memory of distillation."""
+    from tardistill.bench.distill_cost import measure_peak_memory, measure_step_times
+
+    config = load_config(config_path, overrides)
+    return {"step_time": measure_step_times(config, repeats=repeats), "peak_memory": measure_peak_memory(config)}
+
+
 def demo(out: Path, *, fast: bool = False) -> dict[str, Any]:
     """`tardistill demo` / `make demo`."""
     from tardistill.demo import run_demo

@@ -27,3 +27,18 @@ def tiny_overrides(tiny_synth):
     return [*TINY_MODEL, f"data.root={tiny_synth}", "data.format=synth", "train.iterations=4",
             "train.batch_size=2", "train.warmup_iterations=1", "train.eval_every=2",
             "train.checkpoint_every=2", "train.log_every=1", "train.lr=0.01"]
+
+
+@pytest.fixture(scope="session")
+def untrained_teacher(tmp_path_factory, tiny_synth):
+    """A checkpoint of an untrained, wider tiny detector on the tiny dataset's classes."""
+    from tardistill.config import config_to_dict, load_config
+    from tardistill.data.synthetic import SYNTH_CLASSES
+    from tardistill.engine.setup import detector_from_config
+    from tardistill.models.checkpoint import save_model
+
+    config = load_config(None, [*TINY_MODEL, "model.width_multiplier=0.25", "model.fpn_channels=32",
+                                f"data.root={tiny_synth}"])
+    teacher = detector_from_config(config.model, len(SYNTH_CLASSES))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    return save_model(path, teacher, {"config": config_to_dict(config), "classes": list(SYNTH_CLASSES)})

@@ -1,0 +1,124 @@
+"""What distillation costs: step time against (student step + teacher inference), and peak memory.
+
+Step times are measured in one process, interleaved, on the same batch, so the machine's load
+affects all three alike. Peak memory is measured in a fresh process per mode (CPU: peak RSS; GPU:
+torch's peak allocation), so one mode's allocations cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from tardistill.config import Config, config_from_dict, config_to_dict
+from tardistill.data.loader import collate_detection
+from tardistill.distill.runs import build_distiller
+from tardistill.engine.schedule import build_optimizer
+from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, select_device
+from tardistill.engine.trainer import PrefixedLosses
+
+
+def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
+    """(teacher, student, distiller, images, targets) as `tardistill distill` builds them.
+
+    Without the teacher, teacher and distiller are None: plain student training.
+    """
+    torch.manual_seed(config.seed)
+    dataset = dataset_for(config.data, config.data.train_split, train=True)
+    images, targets = collate_detection([dataset[i] for i in range(config.train.batch_size)])
+    images = [image.to(device) for image in images]
+    targets = [{k: v.to(device) for k, v in t.items() if torch.is_tensor(v)} for t in targets]
+    student = detector_from_config(config.model, len(dataset.classes)).to(device)
+    if not with_teacher:
+        return None, student, None, images, targets
+    teacher, _ = load_detector(config.distill.teacher)
+    distiller = build_distiller(teacher, student, config.distill).to(device)
+    return teacher, student, distiller, images, targets
+
+
+def _training_step(model, optimizer, images, targets) -> None:
+    losses = model(images, targets)
+    weights = model.loss_weights(0, 1) if hasattr(model, "loss_weights") else {}
+    total = sum(weights.get(k, 1.0) * v for k, v in losses.items() if not k.startswith("stat/"))
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure_step_times(config: Config, *, repeats: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of a student step, a teacher inference forward and a distillation step."""
+    device = select_device(config.train.device)
+    teacher, student, distiller, images, targets = _parts(config, device)
+    plain = PrefixedLosses(student).train()
+    distiller.train()
+    plain_opt = build_optimizer(student.parameters(), "sgd", lr=1e-5)
+    distill_opt = build_optimizer(distiller.trainable_parameters(), "sgd", lr=1e-5)
+
+    def teacher_forward():
+        with torch.no_grad():
+            teacher.eval()(images)
+
+    runs = {"student_step_s": lambda: _training_step(plain, plain_opt, images, targets),
+            "teacher_forward_s": teacher_forward,
+            "distill_step_s": lambda: _training_step(distiller, distill_opt, images, targets)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for index in range(warmup + repeats):
+        for name, fn in runs.items():  # interleaved, so drifting machine load hits all three
+            elapsed = _timed(fn, device)
+            if index >= warmup:
+                times[name].append(elapsed)
+    result = {name: statistics.median(values) for name, values in times.items()}
+    result["ratio"] = result["distill_step_s"] / (result["student_step_s"] + result["teacher_forward_s"])
+    return {**result, "batch_size": config.train.batch_size, "device": str(device)}
+
+
+def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> float:
+    config = config_from_dict(config_dict)
+    device = select_device(config.train.device)
+    _, student, distiller, images, targets = _parts(config, device, with_teacher=mode == "distill")
+    model = PrefixedLosses(student) if distiller is None else distiller
+    params = student.parameters() if distiller is None else distiller.trainable_parameters()
+    optimizer = build_optimizer(params, "sgd", lr=1e-5)
+    model.train()
+    for _ in range(steps):
+        _training_step(model, optimizer, images, targets)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _resident_high_water_mib()
+
+
+def _resident_high_water_mib() -> float:
+    """Peak resident memory of this process's address space (VmHWM).
+
+    getrusage's ru_maxrss would carry over the parent's peak across fork and exec.
+    """
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+
+
+def measure_peak_memory(config: Config, *, steps: int = 3) -> dict[str, float]:
+    """Peak memory (MiB) of plain student training and of distillation, each in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    result = {}
+    for mode in ("student", "distill"):
+        with context.Pool(1) as pool:
+            result[f"{mode}_peak_mib"] = pool.apply(_peak_memory_worker, (config_to_dict(config), mode, steps))
+    result["ratio"] = result["distill_peak_mib"] / result["student_peak_mib"]
+    return result
