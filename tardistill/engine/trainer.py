@@ -104,9 +104,12 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
             state["step"] = step + 1
             state["wall_s"] = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
+            bar.set_postfix(_console_scalars(scalars))
             if state["step"] % log_every == 0 or state["step"] == schedule.iterations:
                 run_log.write(state["step"], scalars)
+                if bar.disable:  # no terminal (a background run): a log line stands in for the bar
+                    log.info("step %d/%d %s", state["step"], schedule.iterations,
+                             " ".join(f"{k}={v}" for k, v in _console_scalars(scalars).items()))
             _maybe_evaluate(state, hooks, run_log, out_dir, model, eval_every, schedule.iterations)
             if checkpoint_every and state["step"] % checkpoint_every == 0:
                 _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
@@ -150,6 +153,15 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
     scalars.update(loss=float(total.detach()), lr=optimizer.param_groups[0]["lr"])
     return scalars
+
+
+def _console_scalars(scalars: dict[str, float]) -> dict[str, str]:
+    """Total loss, lr, and every distillation term, weight and gate rate, formatted short."""
+    shown = {"loss": f"{scalars['loss']:.3f}", "lr": f"{scalars['lr']:.2e}"}
+    for name, value in scalars.items():
+        if name.startswith(("kd/", "stat/")):
+            shown[name.split("/", 1)[1]] = f"{value:.3g}"
+    return shown
 
 
 def _maybe_evaluate(state, hooks: Hooks, run_log: RunLog, out_dir: Path, model, eval_every, total_steps):
