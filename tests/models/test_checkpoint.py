@@ -57,3 +57,20 @@ def test_torch_file_with_pickled_objects_is_refused(tmp_path):
     plain = tmp_path / "plain.pth"
     torch.save({"model": {"w": torch.ones(1)}, "epoch": 3}, plain)
     assert torch.equal(read_state_dict(plain)["w"], torch.ones(1))
+
+
+def test_local_torchvision_backbone_weights_are_loaded(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_detector("faster_rcnn", "resnet18", num_classes=2, fpn_channels=16, head_width=32,
+                           backbone_weights=str(path))
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["layer4.1.conv2.weight"], reference.state_dict()["layer4.1.conv2.weight"])
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(TardistillError, match="nope.pth: weights file not found"):
+        build_detector("faster_rcnn", "resnet18", num_classes=2, backbone_weights=str(tmp_path / "nope.pth"))
