@@ -11,15 +11,23 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from tardistill.distill.adapters import build_fpn_adapters
 from tardistill.distill.decay import check_decay, decay_weight
 from tardistill.distill.losses import (
-    check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, reg_distill_loss, reg_gate)
+    check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, reg_distill_loss, reg_gate,
+    selected_fraction)
 from tardistill.distill.masks import gaussian_masks
+from tardistill.distill.one_stage import (
+    OneStageOutputs, anchor_cls_loss, anchor_reg_loss, check_one_stage_pair, one_stage_forward)
 from tardistill.distill.two_stage import (
     SHARINGS, TwoStageOutputs, check_two_stage_pair, class_deltas, two_stage_forward)
 from tardistill.errors import ConfigError
 
-DET_KEYS = ("det/loss_classifier", "det/loss_box_reg", "det/loss_objectness", "det/loss_rpn_box_reg")
+# The detection losses each kind's training forward returns, once prefixed.
+DET_KEYS = {
+    "faster_rcnn": ("det/loss_classifier", "det/loss_box_reg", "det/loss_objectness",
+                    "det/loss_rpn_box_reg"),
+    "retinanet": ("det/classification", "det/bbox_regression"),
+}
 KD_KEYS = ("kd/fpn", "kd/cls", "kd/reg")
-SUPPORTED_KINDS = ("faster_rcnn",)
+SUPPORTED_KINDS = tuple(DET_KEYS)
 
 
 def detector_kind(model: nn.Module) -> str:
@@ -34,6 +42,8 @@ def detector_kind(model: nn.Module) -> str:
 class Distiller(nn.Module):
     """Trains `student` with TAR from a frozen `teacher`; `forward` returns the flat loss dict.
 
+    Both are Faster R-CNNs (RoIs shared, METHOD.md sections 1-4) or both RetinaNets (anchors
+    shared, section 6); the kind decides the forward and the head terms, everything else is common.
     A KD term whose weight is 0 is not computed, and the teacher parts it alone needs do not run.
     The FPN adapters live here, never inside the student, so `distiller.student` stays a plain
     torchvision detector.
@@ -45,10 +55,13 @@ class Distiller(nn.Module):
                  reg_gate: str = "teacher_better", sharing: str = "student", decay: str = "linear",
                  decay_kwargs: dict[str, Any] | None = None):
         super().__init__()
-        _check_pair(teacher, student)
+        self.kind = _check_pair(teacher, student)
         _check_options({"fpn_weight": fpn_weight, "cls_weight": cls_weight, "reg_weight": reg_weight,
                         "beta": beta, "tau": tau}, cls_gate=cls_gate, reg_gate=reg_gate,
                        sharing=sharing, decay=decay, decay_kwargs=decay_kwargs or {})
+        if self.kind == "retinanet" and sharing != "student":
+            raise ConfigError(f"distill.sharing: '{sharing}' shares proposals, and RetinaNet has none; "
+                              "use student (both models then use the student's anchors)")
         self.teacher, self.student = teacher, student
         self.teacher.requires_grad_(False)
         self.fpn_weight, self.cls_weight, self.reg_weight = fpn_weight, cls_weight, reg_weight
@@ -78,27 +91,33 @@ class Distiller(nn.Module):
         if not self.training:
             raise RuntimeError("Distiller.forward computes training losses; call distiller.train(), "
                                "or use distiller.student for predictions")
-        out = two_stage_forward(self.teacher, self.student, images, targets, sharing=self.sharing,
-                                teacher_features=self.fpn_weight > 0,
-                                teacher_head=self.cls_weight > 0 or self.reg_weight > 0)
+        needs = {"teacher_features": self.fpn_weight > 0,
+                 "teacher_head": self.cls_weight > 0 or self.reg_weight > 0}
+        if self.kind == "retinanet":
+            out = one_stage_forward(self.teacher, self.student, images, targets, **needs)
+            cls_term, reg_term = self._anchor_cls_loss, self._anchor_reg_loss
+        else:
+            out = two_stage_forward(self.teacher, self.student, images, targets, sharing=self.sharing,
+                                    **needs)
+            cls_term, reg_term = self._roi_cls_loss, self._roi_reg_loss
         losses = {f"det/{name}": value for name, value in out.det_losses.items()}
         if self.fpn_weight > 0:
             losses["kd/fpn"] = self._fpn_loss(out)
         if self.cls_weight > 0:
-            losses["kd/cls"], losses["stat/cls_gate_rate"] = self._cls_loss(out)
+            losses["kd/cls"], losses["stat/cls_gate_rate"] = cls_term(out)
         if self.reg_weight > 0:
-            losses["kd/reg"], losses["stat/reg_gate_rate"] = self._reg_loss(out)
+            losses["kd/reg"], losses["stat/reg_gate_rate"] = reg_term(out)
         return losses
 
     def loss_weights(self, step: int, total_steps: int) -> dict[str, float]:
         """Weight of every loss key at `step` (kd/x -> w(t) * lambda_x), plus stat/decay_w = w(t)."""
         w = decay_weight(self.decay, step, total_steps, **self.decay_kwargs)
-        weights = dict.fromkeys(DET_KEYS, 1.0)
+        weights = dict.fromkeys(DET_KEYS[self.kind], 1.0)
         weights.update({"kd/fpn": w * self.fpn_weight, "kd/cls": w * self.cls_weight,
                         "kd/reg": w * self.reg_weight, "stat/decay_w": w})
         return weights
 
-    def _fpn_loss(self, out: TwoStageOutputs) -> Tensor:
+    def _fpn_loss(self, out: TwoStageOutputs | OneStageOutputs) -> Tensor:
         adapted = self.adapters(out.student_features)
         total = None
         for name, student_feat in adapted.items():
@@ -114,12 +133,12 @@ class Distiller(nn.Module):
             total = level_loss if total is None else total + level_loss
         return total
 
-    def _cls_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
+    def _roi_cls_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
         gate = cls_gate(out.student_logits, out.teacher_logits, out.labels, mode=self.cls_gate)
         loss = cls_distill_loss(out.student_logits[gate], out.teacher_logits[gate], tau=self.tau)
-        return loss, _rate(gate[out.labels > 0])
+        return loss, selected_fraction(gate[out.labels > 0])
 
-    def _reg_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
+    def _roi_reg_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
         positive = out.labels > 0
         labels, proposals = out.labels[positive], out.proposals[positive]
         student_deltas = class_deltas(out.student_deltas[positive], labels)
@@ -133,14 +152,13 @@ class Distiller(nn.Module):
         selected = reg_gate(student_boxes, teacher_boxes, proposals, out.matched_gt_boxes[positive],
                             mode=self.reg_gate)
         loss = reg_distill_loss(student_deltas, teacher_deltas, selected, num_sampled=out.labels.numel())
-        return loss, _rate(selected)
+        return loss, selected_fraction(selected)
 
+    def _anchor_cls_loss(self, out: OneStageOutputs) -> tuple[Tensor, Tensor]:
+        return anchor_cls_loss(out, mode=self.cls_gate, tau=self.tau)
 
-def _rate(selected: Tensor) -> Tensor:
-    """Fraction of True in a bool vector, 0 when empty; detached, for logging."""
-    if selected.numel() == 0:
-        return torch.zeros((), device=selected.device)
-    return selected.detach().float().mean()
+    def _anchor_reg_loss(self, out: OneStageOutputs) -> tuple[Tensor, Tensor]:
+        return anchor_reg_loss(out, box_coder=self.student.box_coder, mode=self.reg_gate)
 
 
 def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, sharing: str,
@@ -161,7 +179,8 @@ def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, s
         raise ConfigError(f"distill.decay_kwargs: {err} (valid: step_fraction, gamma)") from err
 
 
-def _check_pair(teacher: nn.Module, student: nn.Module) -> None:
+def _check_pair(teacher: nn.Module, student: nn.Module) -> str:
+    """The pair's detector kind; ConfigError unless both are one supported kind and compatible."""
     kinds = detector_kind(teacher), detector_kind(student)
     if kinds[0] != kinds[1]:
         raise ConfigError(f"distill: teacher is {kinds[0]} but student is {kinds[1]}; both must be "
@@ -169,4 +188,8 @@ def _check_pair(teacher: nn.Module, student: nn.Module) -> None:
     if kinds[0] not in SUPPORTED_KINDS:
         raise ConfigError(f"distill: distilling {kinds[0]} is not supported "
                           f"(supported: {', '.join(SUPPORTED_KINDS)})")
-    check_two_stage_pair(teacher, student)
+    if kinds[0] == "retinanet":
+        check_one_stage_pair(teacher, student)
+    else:
+        check_two_stage_pair(teacher, student)
+    return kinds[0]

@@ -1,4 +1,4 @@
-"""TAR loss terms and gates as pure functions (METHOD.md sections 2-4). Teacher inputs are detached."""
+"""TAR loss terms and gates as pure functions (METHOD.md sections 2-4, 6). Teacher inputs are detached."""
 
 from __future__ import annotations
 
@@ -53,37 +53,68 @@ def cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: flo
     return kl * tau**2
 
 
-def _true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
-    return logits.float().softmax(dim=1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
+def sigmoid_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: float,
+                         num_positives: int) -> Tensor:
+    """Per-class binary distillation for sigmoid classifiers (RetinaNet), normalised by positives.
+
+    Each row and class contributes BCE(sigmoid(z_S / tau), sigmoid(z_T / tau)) minus the teacher's own
+    entropy, i.e. the binary KL divergence. The entropy has no gradient, so training is that of the
+    BCE; leaving it out makes the term 0 when S == T, as the softmax KL of section 3 is.
+
+    Args:
+        student_logits, teacher_logits: Tensor[R, C]; pass only the selected anchors.
+        num_positives: positive anchors in the batch, the denominator.
+
+    Returns:
+        scalar Tensor, summed over classes and rows; 0 (still attached to the student's graph) when
+        R == 0 or num_positives == 0.
+    """
+    if student_logits.shape[0] == 0 or num_positives == 0:
+        return student_logits.sum() * 0.0
+    student_scaled = student_logits.float() / tau
+    teacher_scaled = teacher_logits.detach().float() / tau
+    p_t = teacher_scaled.sigmoid()
+    # KL per element from log-probabilities: BCE and entropy summed separately would cancel to
+    # float32 noise over the many anchors near the prior probability.
+    kl = (p_t * (F.logsigmoid(teacher_scaled) - F.logsigmoid(student_scaled))
+          + (1 - p_t) * (F.logsigmoid(-teacher_scaled) - F.logsigmoid(-student_scaled)))
+    return kl.sum() / num_positives
 
 
-def _cls_adaptive(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
-    # Compared at tau = 1 whatever the distillation temperature: this asks who is right, not how soft.
-    teacher_better = _true_class_prob(teacher_logits, labels) > _true_class_prob(student_logits, labels)
-    return (labels > 0) & teacher_better
+def _true_class_prob(logits: Tensor, labels: Tensor, sigmoid: bool) -> Tensor:
+    probs = logits.float().sigmoid() if sigmoid else logits.float().softmax(dim=1)
+    return probs.gather(1, labels.clamp(min=0)[:, None])[:, 0]
 
 
+# Each gate maps (p_S(y), p_T(y), labels), all Tensor[R], to the Tensor[R] bool selection.
 CLS_GATES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "adaptive": _cls_adaptive,
-    "positive": lambda student_logits, teacher_logits, labels: labels > 0,
-    "all": lambda student_logits, teacher_logits, labels: torch.ones_like(labels, dtype=torch.bool),
+    "adaptive": lambda p_s, p_t, labels: (labels > 0) & (p_t > p_s),
+    "positive": lambda p_s, p_t, labels: labels > 0,
+    "all": lambda p_s, p_t, labels: torch.ones_like(labels, dtype=torch.bool),
 }
 
 
-def cls_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, mode: str) -> Tensor:
-    """Which RoIs get the classification KD term.
+def cls_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, mode: str,
+             sigmoid: bool = False) -> Tensor:
+    """Which RoIs (or anchors) get the classification KD term.
+
+    p_S(y) and p_T(y) are compared at tau = 1 whatever the distillation temperature: the gate asks
+    who is right, not how soft.
 
     Args:
-        student_logits, teacher_logits: Tensor[R, C + 1].
+        student_logits, teacher_logits: Tensor[R, C + 1] (softmax) or Tensor[R, C] (sigmoid).
         labels: Tensor[R] int64, 0 = background.
         mode: adaptive (positives with p_T(y) > p_S(y)) | positive | all.
+        sigmoid: per-class sigmoid probabilities (RetinaNet) instead of a softmax over classes.
 
     Returns:
         Tensor[R] bool.
     """
     check_gate("cls_gate", mode)
     with torch.no_grad():
-        return CLS_GATES[mode](student_logits, teacher_logits.detach(), labels)
+        p_s = _true_class_prob(student_logits, labels, sigmoid)
+        p_t = _true_class_prob(teacher_logits.detach(), labels, sigmoid)
+        return CLS_GATES[mode](p_s, p_t, labels)
 
 
 def paired_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
@@ -126,21 +157,29 @@ def reg_gate(student_boxes: Tensor, teacher_boxes: Tensor, proposals: Tensor, gt
 
 
 def reg_distill_loss(student_deltas: Tensor, teacher_deltas: Tensor, selected: Tensor, *,
-                     num_sampled: int) -> Tensor:
-    """Smooth-L1 (beta = 1/9) from S's to T's deltas on the selected rows, normalised like Fast R-CNN.
+                     num_sampled: int, beta: float = 1 / 9) -> Tensor:
+    """Smooth-L1 from S's to T's deltas on the selected rows, divided by `num_sampled`.
 
     Args:
         student_deltas, teacher_deltas: Tensor[P, 4], each model's deltas for the GT class.
         selected: Tensor[P] bool.
-        num_sampled: all RoIs sampled in the batch (positives and negatives), the denominator
-            torchvision's fastrcnn_loss uses for its box loss.
+        num_sampled: the denominator: for Fast R-CNN all RoIs sampled in the batch (positives and
+            negatives), as torchvision's fastrcnn_loss; for RetinaNet the positive anchors.
+        beta: 1/9 as in torchvision's Fast R-CNN loss; 0 gives L1, RetinaNet's box loss.
 
     Returns:
         scalar Tensor, summed over the 4 coordinates; 0 when nothing is selected.
     """
     loss = F.smooth_l1_loss(student_deltas[selected].float(), teacher_deltas[selected].detach().float(),
-                            beta=1 / 9, reduction="sum")
+                            beta=beta, reduction="sum")
     return loss / max(num_sampled, 1)
+
+
+def selected_fraction(selected: Tensor) -> Tensor:
+    """Fraction of True in a bool vector, 0 when empty; detached, for logging gate rates."""
+    if selected.numel() == 0:
+        return torch.zeros((), device=selected.device)
+    return selected.detach().float().mean()
 
 
 def check_gate(option: str, mode: str) -> None:

@@ -45,7 +45,7 @@ def num_classes_of(model: FasterRCNN) -> int:
     return cls_score.out_features
 
 
-def _transform_settings(model: FasterRCNN) -> dict[str, object]:
+def _transform_settings(model: nn.Module) -> dict[str, object]:
     t = model.transform
     return {
         "min_size": tuple(t.min_size), "max_size": t.max_size,
@@ -55,29 +55,46 @@ def _transform_settings(model: FasterRCNN) -> dict[str, object]:
     }
 
 
-def check_two_stage_pair(teacher: FasterRCNN, student: FasterRCNN) -> None:
-    """Raise ConfigError unless the two detectors can share one batch, one RoI set and one class list."""
-    for role, model in (("teacher", teacher), ("student", student)):
-        if model.roi_heads.has_mask() or model.roi_heads.has_keypoint():
-            raise ConfigError(f"distill: the {role} has mask or keypoint heads; only box detectors "
-                              "are supported")
-    n_teacher, n_student = num_classes_of(teacher), num_classes_of(student)
-    if n_teacher != n_student:
-        raise ConfigError(f"distill: teacher predicts {n_teacher} classes but student predicts "
-                          f"{n_student} (background included); they must share one class list")
+def check_same_preprocessing(teacher: nn.Module, student: nn.Module) -> None:
+    """Raise ConfigError unless both detectors' transforms would make the same network input.
+
+    Shared by both kinds: the student's transform makes the one batch both models see.
+    """
     t_settings, s_settings = _transform_settings(teacher), _transform_settings(student)
     differ = [f"{k}: teacher {t_settings[k]}, student {s_settings[k]}"
               for k in t_settings if t_settings[k] != s_settings[k]]
     if differ:
         raise ConfigError("distill: teacher and student must preprocess images identically "
                           "(one shared batch); differs: " + "; ".join(differ))
-    t_weights, s_weights = teacher.roi_heads.box_coder.weights, student.roi_heads.box_coder.weights
-    if tuple(t_weights) != tuple(s_weights):
-        raise ConfigError(f"distill: box coder weights differ (teacher {t_weights}, student "
-                          f"{s_weights}), so their box deltas cannot be compared")
 
 
-def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
+def check_same_classes(n_teacher: int, n_student: int) -> None:
+    """Raise ConfigError unless both heads score the same number of classes (background included)."""
+    if n_teacher != n_student:
+        raise ConfigError(f"distill: teacher predicts {n_teacher} classes but student predicts "
+                          f"{n_student} (background included); they must share one class list")
+
+
+def check_same_box_coder(teacher_weights: tuple, student_weights: tuple) -> None:
+    """Raise ConfigError unless both box coders encode deltas alike, so the deltas can be compared."""
+    if tuple(teacher_weights) != tuple(student_weights):
+        raise ConfigError(f"distill: box coder weights differ (teacher {teacher_weights}, student "
+                          f"{student_weights}), so their box deltas cannot be compared")
+
+
+def check_two_stage_pair(teacher: FasterRCNN, student: FasterRCNN) -> None:
+    """Raise ConfigError unless the two detectors can share one batch, one RoI set and one class list."""
+    for role, model in (("teacher", teacher), ("student", student)):
+        if model.roi_heads.has_mask() or model.roi_heads.has_keypoint():
+            raise ConfigError(f"distill: the {role} has mask or keypoint heads; only box detectors "
+                              "are supported")
+    check_same_classes(num_classes_of(teacher), num_classes_of(student))
+    check_same_preprocessing(teacher, student)
+    check_same_box_coder(teacher.roi_heads.box_coder.weights, student.roi_heads.box_coder.weights)
+
+
+def check_boxes(targets: list[dict[str, Tensor]]) -> None:
+    """Raise ValueError on a target whose boxes are not [K, 4] with positive width and height."""
     # The same guard as GeneralizedRCNN.forward: a zero-size box would turn the losses into nan.
     for index, target in enumerate(targets):
         boxes = target["boxes"]
@@ -89,7 +106,8 @@ def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
             raise ValueError(f"target {index}: boxes need positive width and height, got {box}")
 
 
-def _backbone_features(model: FasterRCNN, images: Tensor) -> dict[str, Tensor]:
+def backbone_features(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """The backbone's FPN levels by name, for any torchvision detector."""
     features = model.backbone(images)
     # Same convention as GeneralizedRCNN for single-map backbones.
     return OrderedDict([("0", features)]) if isinstance(features, Tensor) else features
@@ -133,13 +151,13 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
     if sharing not in SHARINGS:
         raise ConfigError(f"distill.sharing: unknown value '{sharing}' (valid: {', '.join(SHARINGS)})")
     image_list, targets = student.transform(images, targets)
-    _check_boxes(targets)
-    s_features = _backbone_features(student, image_list.tensors)
+    check_boxes(targets)
+    s_features = backbone_features(student, image_list.tensors)
     proposals, rpn_losses = student.rpn(image_list, s_features, targets)
     t_features = None
     if teacher_features or teacher_head or sharing == "union":
         with torch.no_grad():
-            t_features = _backbone_features(teacher, image_list.tensors)
+            t_features = backbone_features(teacher, image_list.tensors)
             if sharing == "union":
                 t_proposals, _ = teacher.rpn(image_list, t_features)
                 proposals = [torch.cat([s, t]) for s, t in zip(proposals, t_proposals)]

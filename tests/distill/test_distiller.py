@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_detectors import tiny_batch, tiny_faster_rcnn
 from torch import nn
-from torchvision.models.detection import RetinaNet
+from torchvision.models.detection import FCOS, RetinaNet
 
 from tardistill.distill import Distiller
 from tardistill.errors import ConfigError
@@ -141,12 +141,13 @@ def test_unknown_options_list_valid_values(option, match):
         Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_weight=0.0, **option)
 
 
-def test_retinanet_and_mixed_kinds_are_refused():
+def test_mixed_and_unsupported_kinds_are_refused():
     retina = RetinaNet(tiny_faster_rcnn().backbone, num_classes=3, min_size=64, max_size=64)
     with pytest.raises(ConfigError, match="teacher is faster_rcnn but student is retinanet"):
         Distiller(tiny_faster_rcnn(), retina)
-    with pytest.raises(ConfigError, match="supported: faster_rcnn"):
-        Distiller(retina, copy.deepcopy(retina))
+    fcos = FCOS(tiny_faster_rcnn(fpn_channels=32).backbone, num_classes=3, min_size=64, max_size=64)
+    with pytest.raises(ConfigError, match="FCOS is not supported .supported: faster_rcnn, retinanet"):
+        Distiller(fcos, copy.deepcopy(fcos))
 
 
 def test_forward_needs_train_mode():

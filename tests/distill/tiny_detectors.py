@@ -1,4 +1,4 @@
-"""Tiny torchvision Faster R-CNNs and a two-image batch, for fast CPU tests of the distiller."""
+"""Tiny torchvision Faster R-CNNs and RetinaNets and a two-image batch, for fast CPU tests of the distiller."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 
@@ -56,6 +57,27 @@ def tiny_faster_rcnn(*, num_classes: int = 3, widths: tuple[int, ...] = (8, 16, 
         min_size=min_size, max_size=min_size, rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50,
         rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=30, rpn_batch_size_per_image=32,
         box_batch_size_per_image=16)
+
+
+def tiny_retinanet(*, num_classes: int = 3, widths: tuple[int, ...] = (8, 16, 32, 64), depth: int = 1,
+                   fpn_channels: int = 16, returned_layers: list[int] | None = None,
+                   anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128),
+                   aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+                   norm_layer: type[nn.Module] = FrozenBatchNorm2d, min_size: int = 64,
+                   seed: int = 0) -> RetinaNet:
+    """A tiny RetinaNet on 64 px inputs: P3-P7 (strides 8..128, P6/P7 from P5), one size per level.
+
+    num_classes counts torchvision's unused background column, as build_detector does.
+    """
+    torch.manual_seed(seed)
+    returned_layers = returned_layers or [2, 3, 4]
+    backbone = BackboneWithFPN(_tiny_body(widths, depth, norm_layer),
+                               {f"layer{k}": str(i) for i, k in enumerate(returned_layers)},
+                               [widths[k - 1] for k in returned_layers], fpn_channels,
+                               extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+    num_levels = len(returned_layers) + 2
+    anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes[:num_levels]), (aspect_ratios,) * num_levels)
+    return RetinaNet(backbone, num_classes, anchor_generator=anchors, min_size=min_size, max_size=min_size)
 
 
 def tiny_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
