@@ -78,7 +78,14 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    """Distillation terms; see METHOD.md. Used by `tardistill distill`."""
+    """Distillation terms; see METHOD.md. Used by `tardistill distill`.
+
+    method: tar | fitnet | fgfi | chen2017 | fgd | none (the student alone). The weights, beta,
+    truncate, tau and the gates are TAR's; a baseline uses its paper's values (BASELINE_DEFAULTS
+    in distill/baseline_losses.py). sharing applies to every Faster R-CNN method.
+    decay: auto (linear for tar, the paper's constant weight for a baseline) or a schedule that
+    then applies to any method: linear | constant | cosine | step | exp.
+    """
 
     teacher: str | None = None  # teacher checkpoint (.safetensors)
     student_checkpoint: str | None = None
@@ -92,7 +99,7 @@ class DistillConfig:
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"
     sharing: str = "student"
-    decay: str = "linear"
+    decay: str = "auto"
     decay_step_fraction: float = 0.5
     decay_gamma: float = 0.01
 

@@ -66,9 +66,17 @@ def fpn_levels(backbone: nn.Module, *, image_size: int = PROBE_SIZE) -> dict[str
     return {name: (f.shape[1], round(image_size / f.shape[-1])) for name, f in features.items()}
 
 
-def build_fpn_adapters(teacher_backbone: nn.Module, student_backbone: nn.Module
-                       ) -> tuple[FeatureAdapters, dict[str, int]]:
-    """Adapters for FPN imitation plus the stride of each level; ConfigError if the levels differ."""
+# What a TAR user can do about FPN levels that differ; the baselines imitate features only.
+TAR_FPN_REMEDY = "set distill.fpn_weight=0 to distill only the detection heads"
+
+
+def build_fpn_adapters(teacher_backbone: nn.Module, student_backbone: nn.Module, *,
+                       remedy: str = TAR_FPN_REMEDY) -> tuple[FeatureAdapters, dict[str, int]]:
+    """Adapters for FPN imitation plus the stride of each level; ConfigError if the levels differ.
+
+    Args:
+        remedy: the advice that ends the error message.
+    """
     teacher_levels, student_levels = fpn_levels(teacher_backbone), fpn_levels(student_backbone)
     teacher_strides = {name: stride for name, (_, stride) in teacher_levels.items()}
     student_strides = {name: stride for name, (_, stride) in student_levels.items()}
@@ -76,7 +84,7 @@ def build_fpn_adapters(teacher_backbone: nn.Module, student_backbone: nn.Module
         raise ConfigError(
             "distill: FPN imitation needs the same FPN levels and strides in teacher and student; "
             f"teacher has {_describe(teacher_strides)}, student has {_describe(student_strides)}; "
-            "set distill.fpn_weight=0 to distill only the detection heads")
+            + remedy)
     adapters = FeatureAdapters({name: c for name, (c, _) in student_levels.items()},
                                {name: c for name, (c, _) in teacher_levels.items()})
     return adapters, teacher_strides

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
 
@@ -39,3 +41,15 @@ class GlobalContextBlock(nn.Module):
         weights = self.attention(x).reshape(n, 1, -1).softmax(dim=2)  # [N, 1, HW]: where to pool
         context = (x.reshape(n, c, -1) * weights).sum(dim=2)  # [N, C]
         return self.channel_add(context[:, :, None, None])
+
+
+def build_context_blocks(channels: Mapping[str, int]) -> nn.ModuleDict:
+    """FGD's blocks: `blocks["student"][level]` and `blocks["teacher"][level]`, one per FPN level.
+
+    Args:
+        channels: level name -> the teacher's channels (the student's features are adapted to them).
+    """
+    return nn.ModuleDict({
+        side: nn.ModuleDict({name: GlobalContextBlock(c) for name, c in channels.items()})
+        for side in ("student", "teacher")
+    })

@@ -20,7 +20,8 @@ from tardistill.distill.adapters import fpn_levels
 from tardistill.distill.losses import (
     cls_gate, reg_distill_loss, reg_gate, selected_fraction, sigmoid_distill_loss)
 from tardistill.distill.two_stage import (
-    backbone_features, check_boxes, check_same_box_coder, check_same_classes, check_same_preprocessing)
+    anchors_by_level, backbone_features, check_boxes, check_same_box_coder, check_same_classes,
+    check_same_preprocessing)
 from tardistill.errors import ConfigError
 
 
@@ -43,6 +44,7 @@ class OneStageOutputs:
     teacher_features: dict[str, Tensor] | None = None
     teacher_logits: Tensor | None = None  # [R, C]
     teacher_deltas: Tensor | None = None  # [P, 4]
+    anchors_per_level: list[Tensor] | None = None  # every anchor, see `two_stage.anchors_by_level`
 
     @property
     def num_positives(self) -> int:
@@ -112,7 +114,7 @@ def _gather_targets(matched: Tensor, valid: Tensor, positive: Tensor,
 
 def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tensor],
                       targets: list[dict[str, Tensor]], *, teacher_features: bool = True,
-                      teacher_head: bool = True) -> OneStageOutputs:
+                      teacher_head: bool = True, level_anchors: bool = False) -> OneStageOutputs:
     """Student training forward plus, on the same batch and anchors, the frozen teacher's outputs.
 
     Teacher outputs are computed under no_grad, not inference_mode: inference tensors may not be
@@ -120,6 +122,7 @@ def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tenso
 
     Args:
         teacher_features, teacher_head: skip the teacher parts no active KD term needs.
+        level_anchors: also return every anchor by FPN level (FGFI's mask needs them).
     """
     image_list, targets = student.transform(images, targets)
     check_boxes(targets)
@@ -135,6 +138,9 @@ def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tenso
         det_losses=det_losses, gt_boxes=[t["boxes"] for t in targets], student_features=s_features,
         labels=labels, student_logits=s_head["cls_logits"][valid], anchors=torch.stack(anchors)[positive],
         matched_gt_boxes=matched_gt_boxes, student_deltas=s_head["bbox_regression"][positive])
+    if level_anchors:
+        out.anchors_per_level = anchors_by_level(student.anchor_generator, image_list,
+                                                 list(s_features.values()))
     if teacher_features or teacher_head:
         _add_teacher_outputs(out, teacher, image_list.tensors, valid, positive,
                              student_shape=s_head["cls_logits"].shape, features=teacher_features,

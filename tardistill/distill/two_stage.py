@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from tardistill.errors import ConfigError
@@ -34,6 +36,8 @@ class TwoStageOutputs:
     teacher_features: dict[str, Tensor] | None = None
     teacher_logits: Tensor | None = None
     teacher_deltas: Tensor | None = None
+    regression_targets: Tensor | None = None  # [R, 4], the student's box coder; meaningful where labels > 0
+    anchors_per_level: list[Tensor] | None = None  # the RPN's anchors, see `anchors_by_level`
 
 
 def num_classes_of(model: FasterRCNN) -> int:
@@ -135,9 +139,26 @@ def class_deltas(box_regression: Tensor, labels: Tensor) -> Tensor:
     return per_class[torch.arange(labels.numel(), device=labels.device), labels]
 
 
+def anchors_by_level(generator: AnchorGenerator, images: ImageList, features: list[Tensor]
+                     ) -> list[Tensor]:
+    """The anchors of one image of the batch, split by FPN level; every padded image has the same.
+
+    Returns:
+        L tensors [H_l * W_l * A_l, 4] in float32, xyxy input pixels, in the generator's
+        (row, column, anchor) order.
+    """
+    # The generator reads only the maps' sizes and dtype: float32 stand-ins keep the anchors exact
+    # under autocast, where bf16 feature maps would round them by whole pixels.
+    shapes = [f.new_zeros(1, 1, *f.shape[-2:], dtype=torch.float32) for f in features]
+    anchors = generator(ImageList(images.tensors[:1], images.image_sizes[:1]), shapes)[0]
+    sizes = [f.shape[-2] * f.shape[-1] * a for f, a in zip(features, generator.num_anchors_per_location())]
+    return list(anchors.split(sizes))
+
+
 def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Tensor],
                       targets: list[dict[str, Tensor]], *, sharing: str = "student",
-                      teacher_features: bool = True, teacher_head: bool = True) -> TwoStageOutputs:
+                      teacher_features: bool = True, teacher_head: bool = True,
+                      level_anchors: bool = False) -> TwoStageOutputs:
     """Student training forward plus, on the same batch and RoIs, the frozen teacher's outputs.
 
     Teacher outputs are computed under no_grad, not inference_mode: inference tensors may not be
@@ -147,6 +168,7 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
         sharing: student (the student's proposals only) | union (plus the teacher's eval-mode RPN
             proposals, its own post-NMS top-N per image, before sampling).
         teacher_features, teacher_head: skip the teacher parts no active KD term needs.
+        level_anchors: also return the RPN's anchors by FPN level (FGFI's mask needs them).
     """
     if sharing not in SHARINGS:
         raise ConfigError(f"distill.sharing: unknown value '{sharing}' (valid: {', '.join(SHARINGS)})")
@@ -171,7 +193,11 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
         gt_boxes=gt_boxes, student_features=s_features, proposals=torch.cat(rois),
         labels=torch.cat(labels), matched_gt_boxes=_matched_gt_boxes(gt_boxes, matched_idxs),
         student_logits=s_logits, student_deltas=s_deltas,
-        teacher_features=t_features if teacher_features else None)
+        teacher_features=t_features if teacher_features else None,
+        regression_targets=torch.cat(regression_targets))
+    if level_anchors:
+        out.anchors_per_level = anchors_by_level(student.rpn.anchor_generator, image_list,
+                                                 list(s_features.values()))
     if teacher_head:
         with torch.no_grad():
             out.teacher_logits, out.teacher_deltas = _box_head(teacher, t_features, rois,
