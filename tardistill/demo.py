@@ -28,16 +28,16 @@ log = logging.getLogger(__name__)
 
 DATA_SIZES = {"full": dict(num_train=1200, num_val=150, num_test=300),
               "fast": dict(num_train=8, num_val=4, num_test=4, image_size=64)}
-ITERATIONS = {"full": 500, "fast": 2}
-TEACHER = ["model.backbone=resnet50", "model.fpn_channels=128", "model.head_width=512"]
+ITERATIONS = {"full": 700, "fast": 2}
+TEACHER = ["model.backbone=resnet18", "model.fpn_channels=128", "model.head_width=512"]
 STUDENT = ["model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64",
            "model.head_width=256"]
 COMMON = ["data.format=synth", "model.anchor_sizes=[8,16,32,64,128]", "model.box_batch_size_per_image=128",
-          "model.rpn_post_nms_top_n_train=500", "model.rpn_post_nms_top_n_test=300", "train.batch_size=4",
-          "train.lr=0.01", "train.warmup_iterations=100"]
+          "model.rpn_post_nms_top_n_train=500", "model.rpn_post_nms_top_n_test=300", "train.batch_size=8",
+          "train.lr=0.02", "train.warmup_iterations=100"]
 FAST = ["model.min_size=64", "model.max_size=64", "train.batch_size=2", "train.warmup_iterations=1"]
 STAGES = {"teacher": TEACHER, "student": STUDENT,
-          "tar_student": [*STUDENT, "distill.fpn_weight=0.01"]}
+          "tar_student": [*STUDENT, "distill.fpn_weight=0.0005"]}
 
 
 def demo_config(stage: str, out: Path, preset: str) -> Config:
