@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", required=True, type=Path)
     pred.add_argument("--score-threshold", type=float, default=0.5)
 
+    prof = commands.add_parser("profile", help="parameters and CPU latency of saved detectors, side by side")
+    prof.add_argument("checkpoints", nargs="+", type=Path)
+    prof.add_argument("--json", action="store_true")
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     cost = bench.add_parser("distill-cost", help="distillation step time and peak memory against the student's")
     _add_config_args(cost)
@@ -104,6 +108,9 @@ def _run(args: argparse.Namespace) -> int:
         written = commands.predict(args.config, args.overrides, args.checkpoint, args.images, args.out,
                                    score_threshold=args.score_threshold)
         print(f"wrote {written} images to {args.out}")
+    elif args.command == "profile":
+        rows = commands.profile(args.checkpoints)
+        print(json.dumps(rows, indent=2) if args.json else commands.format_profile(rows))
     elif args.command == "bench":
         print(json.dumps(commands.distill_cost(args.config, args.overrides, repeats=args.repeats), indent=2))
     elif args.command == "demo":

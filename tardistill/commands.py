@@ -89,6 +89,31 @@ def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Pa
     return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
 
 
+def profile(checkpoints: list[Path]) -> dict[str, dict[str, float]]:
+    """`tardistill profile`: parameters and CPU latency at batch 1 and 8 of each checkpoint."""
+    from tardistill.engine.setup import load_detector
+    from tardistill.models.build import count_parameters
+    from tardistill.models.profile import cpu_latency_ms
+
+    rows = {}
+    for path in checkpoints:
+        detector, meta = load_detector(path)
+        size = meta["config"]["model"]["max_size"]
+        rows[str(path)] = {"params_M": count_parameters(detector) / 1e6,
+                           "cpu_ms_batch1": cpu_latency_ms(detector, image_size=size, batch_size=1),
+                           "cpu_ms_batch8": cpu_latency_ms(detector, image_size=size, batch_size=8, repeats=5)}
+    return rows
+
+
+def format_profile(rows: dict[str, dict[str, float]]) -> str:
+    """`profile`'s rows as a terminal table."""
+    from tardistill.metrics import format_table
+
+    body = [[name, f"{r['params_M']:.2f}", f"{r['cpu_ms_batch1']:.1f}", f"{r['cpu_ms_batch8']:.1f}"]
+            for name, r in rows.items()]
+    return format_table(["checkpoint", "params (M)", "CPU ms (batch 1)", "CPU ms (batch 8)"], body)
+
+
 def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dict[str, Any]:
     """`tardistill bench distill-cost`: step-time ratio and peak memory of distillation."""
     from tardistill.bench.distill_cost import measure_peak_memory, measure_step_times

@@ -134,3 +134,9 @@ def test_predict_draws_pngs(tiny_synth, tiny_overrides, tmp_path, capsys):
     code, out, _ = run(["predict", write_config(tmp_path), "--checkpoint", tmp_path / "run/final.safetensors",
                         "--images", tiny_synth / "test", "--out", tmp_path / "drawn"], capsys)
     assert code == 0 and len(list((tmp_path / "drawn").glob("*.png"))) == 4
+
+
+def test_profile_reports_parameters_and_latency(untrained_teacher, capsys):
+    code, out, _ = run(["profile", untrained_teacher, "--json"], capsys)
+    row = json.loads(out)[str(untrained_teacher)]
+    assert code == 0 and row["params_M"] > 0 and row["cpu_ms_batch1"] > 0 and row["cpu_ms_batch8"] > 0
