@@ -12,9 +12,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
-
 from tardistill.commands import finish_run
 from tardistill.config import Config, load_config
 from tardistill.data.synthetic import generate_synthetic, synthetic_split_paths
@@ -22,7 +19,7 @@ from tardistill.engine.setup import load_detector
 from tardistill.metrics import format_table
 from tardistill.models.build import count_parameters
 from tardistill.models.profile import cpu_latency_ms
-from tardistill.visualize import draw_detections, load_rgb
+from tardistill.visualize import detection_grid
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +68,6 @@ def _summarise(result: dict[str, Any], image_size: int) -> dict[str, float]:
             "cpu_ms_batch1": cpu_latency_ms(detector, image_size=image_size), "train_min": result["wall_s"] / 60}
 
 
-def _example_grid(results: dict[str, dict], data_root: Path, out_file: Path, count: int = 4) -> None:
-    """One row per model, the same test images in each column."""
-    image_dir, _ = synthetic_split_paths(data_root, "test")
-    images = [load_rgb(p) for p in sorted(image_dir.glob("*.png"))[:count]]
-    rows = []
-    for result in results.values():
-        detector, meta = load_detector(result["checkpoint"])
-        outputs = detector.eval()([pil_to_tensor(im).float() / 255 for im in images])
-        rows.append([draw_detections(im, o, meta["classes"], scale=2) for im, o in zip(images, outputs)])
-    width, height = rows[0][0].size
-    grid = Image.new("RGB", (width * len(images), height * len(rows)), "white")
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            grid.paste(tile, (c * width, r * height))
-    grid.save(out_file)
-
-
 def run_demo(out: Path, *, fast: bool = False) -> dict[str, Any]:
     """Generate data; train teacher, student and TAR student; print a table; save example detections."""
     preset = "fast" if fast else "full"
@@ -97,7 +77,9 @@ def run_demo(out: Path, *, fast: bool = False) -> dict[str, Any]:
     image_size = DATA_SIZES[preset].get("image_size", 128)
     rows = {stage: _summarise(result, image_size) for stage, result in results.items()}
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    _example_grid(results, out / "data", out / "examples.png")
+    image_dir, _ = synthetic_split_paths(out / "data", "test")
+    detection_grid([r["checkpoint"] for r in results.values()], sorted(image_dir.glob("*.png"))[:4]).save(
+        out / "examples.png")
     body = [[stage, f"{100 * r['AP']:.1f}", f"{100 * r['AP50']:.1f}", f"{r['params_M']:.2f}",
              f"{r['cpu_ms_batch1']:.1f}", f"{r['train_min']:.1f}"] for stage, r in rows.items()]
     print(format_table(["model", "AP", "AP50", "params (M)", "CPU ms (batch 1)", "train (min)"], body,

@@ -58,3 +58,24 @@ def predict_folder(detector: nn.Module, classes: list[str], images: Path, out: P
         drawn = draw_detections(image, output, classes, score_threshold=score_threshold, scale=scale)
         drawn.save(out / f"{path.stem}.png")
     return len(paths)
+
+
+@torch.no_grad()
+def detection_grid(checkpoints: list[str | Path], image_paths: list[Path], *, score_threshold: float = 0.5,
+                   scale: int = 2) -> Image.Image:
+    """One row per checkpoint, the same images in each column, detections drawn."""
+    from tardistill.engine.setup import load_detector
+
+    images = [load_rgb(p) for p in image_paths]
+    rows = []
+    for checkpoint in checkpoints:
+        detector, meta = load_detector(checkpoint)
+        outputs = detector.eval()([pil_to_tensor(im).float() / 255 for im in images])
+        rows.append([draw_detections(im, o, meta["classes"], score_threshold=score_threshold, scale=scale)
+                     for im, o in zip(images, outputs)])
+    width, height = rows[0][0].size
+    grid = Image.new("RGB", (width * len(images), height * len(rows)), "white")
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            grid.paste(tile, (c * width, r * height))
+    return grid
