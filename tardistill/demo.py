@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DATA_SIZES = {"full": dict(num_train=1200, num_val=150, num_test=300),
               "fast": dict(num_train=8, num_val=4, num_test=4, image_size=64)}
-ITERATIONS = {"full": 700, "fast": 2}
+ITERATIONS = {"full": 600, "fast": 2}
 TEACHER = ["model.backbone=resnet18", "model.fpn_channels=128", "model.head_width=512"]
 STUDENT = ["model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64",
            "model.head_width=256"]
