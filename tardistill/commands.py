@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,9 @@ def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
     return generate_synthetic(out, **options)
 
 
-def finish_run(config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Score the best checkpoint (picked on val) on the test split and write result.json."""
-    from tardistill.engine.runs import evaluate_checkpoint
-
-    best = out / "best.safetensors"
-    checkpoint = best if best.is_file() else out / "final.safetensors"
-    test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split)
-    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics}
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
 def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
     """`tardistill train`: train, keep the best checkpoint on val, report test metrics."""
-    from tardistill.engine.runs import train_detector
+    from tardistill.engine.runs import finish_run, train_detector
 
     config = load_config(config_path, overrides)
     return finish_run(config, out, train_detector(config, out, resume=resume))
@@ -40,6 +27,7 @@ def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = F
 def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
     """`tardistill distill`: train a student with the teacher named by distill.teacher."""
     from tardistill.distill.runs import distill_student
+    from tardistill.engine.runs import finish_run
 
     config = load_config(config_path, overrides)
     return finish_run(config, out, distill_student(config, out, resume=resume))

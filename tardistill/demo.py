@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tardistill.commands import finish_run
 from tardistill.config import Config, load_config
 from tardistill.data.synthetic import generate_synthetic, synthetic_split_paths
+from tardistill.engine.runs import finish_run
 from tardistill.engine.setup import load_detector
 from tardistill.metrics import format_table
 from tardistill.models.build import count_parameters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,13 @@ def check_same_classes(model_classes: list[str], data_classes: list[str], checkp
     """A model can only be scored on data with the class list it was trained on."""
     if list(model_classes) != list(data_classes):
         raise ConfigError(f"{checkpoint}: model classes {model_classes} differ from the dataset's {data_classes}")
+
+
+def finish_run(config: Config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Score the best checkpoint (picked on val) on the test split and write result.json."""
+    best = out / "best.safetensors"
+    checkpoint = best if best.is_file() else out / "final.safetensors"
+    test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split)
+    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
