@@ -20,7 +20,7 @@ from tardistill.data.loader import collate_detection
 from tardistill.distill.runs import build_distiller
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, select_device
-from tardistill.engine.trainer import PrefixedLosses
+from tardistill.engine.trainer import PrefixedLosses, weighted_total
 
 
 def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
@@ -42,9 +42,7 @@ def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
 
 
 def _training_step(model, optimizer, images, targets) -> None:
-    losses = model(images, targets)
-    weights = model.loss_weights(0, 1) if hasattr(model, "loss_weights") else {}
-    total = sum(weights.get(k, 1.0) * v for k, v in losses.items() if not k.startswith("stat/"))
+    total, _ = weighted_total(model, model(images, targets), 0, 1)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

@@ -138,8 +138,7 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with autocast:
         losses = model(images, targets)
-    weights = model.loss_weights(step, schedule.iterations) if hasattr(model, "loss_weights") else {}
-    total = sum(weights.get(k, 1.0) * v.float() for k, v in losses.items() if not k.startswith("stat/"))
+    total, weights = weighted_total(model, losses, step, schedule.iterations)
     if not torch.isfinite(total):
         raise FloatingPointError(f"loss is {total.item()} at step {step}: "
                                  f"{ {k: round(float(v), 4) for k, v in losses.items()} }")
@@ -153,6 +152,14 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
     scalars.update(loss=float(total.detach()), lr=optimizer.param_groups[0]["lr"])
     return scalars
+
+
+def weighted_total(model: nn.Module, losses: dict[str, torch.Tensor], step: int,
+                   total_steps: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss to minimise: losses weighted by `model.loss_weights` (1 when it has none), stat/* left out."""
+    weights = model.loss_weights(step, total_steps) if hasattr(model, "loss_weights") else {}
+    total = sum(weights.get(k, 1.0) * v.float() for k, v in losses.items() if not k.startswith("stat/"))
+    return total, weights
 
 
 def _console_scalars(scalars: dict[str, float]) -> dict[str, str]:

@@ -24,8 +24,9 @@ def test_train_writes_every_output(tmp_path, tiny_overrides):
     assert list(tmp_path.glob("tensorboard/events.*"))
     detector, meta = load_detector(tmp_path / "final.safetensors")
     assert meta["classes"][0] == "circle" and meta["step"] == 4
-    assert evaluate(None, tiny_overrides, tmp_path / "final.safetensors", split="test") == pytest.approx(
-        result["test_metrics"]) or (tmp_path / "best.safetensors").is_file()
+    assert result["checkpoint"] == str(tmp_path / "best.safetensors")  # picked on val, scored on test
+    assert evaluate(None, tiny_overrides, tmp_path / "best.safetensors", split="test") == pytest.approx(
+        result["test_metrics"])
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_overrides, monkeypatch):
