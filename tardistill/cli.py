@@ -65,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     cost = bench.add_parser("distill-cost", help="distillation step time and peak memory against the student's")
     _add_config_args(cost)
     cost.add_argument("--repeats", type=int, default=5)
+    repro = bench.add_parser("reproduce", help="the paper's ablation and the method comparison, resumable; "
+                             "writes docs/RESULTS.md's benchmark section and docs/results.json")
+    repro.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+    repro.add_argument("--seeds", type=int, default=3, help="seeds of the seeded run groups (default 3)")
+    repro.add_argument("--out", type=Path, help="working folder (default runs/reproduce_<preset>)")
+    repro.add_argument("--jobs", type=int, help="runs side by side (default: the preset's)")
+    repro.add_argument("--only", action="append", metavar="TEXT",
+                       help="run only runs whose key contains TEXT (repeatable)")
+    repro.add_argument("--report-only", action="store_true", help="write the report from finished runs")
+    repro.add_argument("--docs", type=Path, default=Path("docs"), help="where RESULTS.md and results.json are")
 
     demo = commands.add_parser("demo", help="the whole story on the built-in dataset")
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
@@ -111,6 +121,11 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "profile":
         rows = commands.profile(args.checkpoints)
         print(json.dumps(rows, indent=2) if args.json else commands.format_profile(rows))
+    elif args.command == "bench" and args.bench_command == "reproduce":
+        out = args.out or Path("runs") / f"reproduce_{args.preset}"
+        summary = commands.reproduce(args.preset, out, seeds=args.seeds, jobs=args.jobs, only=args.only,
+                                     report_only=args.report_only, docs=args.docs)
+        print(summary)
     elif args.command == "bench":
         print(json.dumps(commands.distill_cost(args.config, args.overrides, repeats=args.repeats), indent=2))
     elif args.command == "demo":

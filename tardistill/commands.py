@@ -78,18 +78,14 @@ def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Pa
 
 
 def profile(checkpoints: list[Path]) -> dict[str, dict[str, float]]:
-    """`tardistill profile`: parameters and CPU latency at batch 1 and 8 of each checkpoint."""
+    """`tardistill profile`: parameters, GFLOPs and CPU latency at batch 1 and 8 of each checkpoint."""
     from tardistill.engine.setup import load_detector
-    from tardistill.models.build import count_parameters
-    from tardistill.models.profile import cpu_latency_ms
+    from tardistill.models.profile import profile_detector
 
     rows = {}
     for path in checkpoints:
         detector, meta = load_detector(path)
-        size = meta["config"]["model"]["max_size"]
-        rows[str(path)] = {"params_M": count_parameters(detector) / 1e6,
-                           "cpu_ms_batch1": cpu_latency_ms(detector, image_size=size, batch_size=1),
-                           "cpu_ms_batch8": cpu_latency_ms(detector, image_size=size, batch_size=8, repeats=5)}
+        rows[str(path)] = profile_detector(detector, image_size=meta["config"]["model"]["max_size"])
     return rows
 
 
@@ -97,9 +93,9 @@ def format_profile(rows: dict[str, dict[str, float]]) -> str:
     """`profile`'s rows as a terminal table."""
     from tardistill.metrics import format_table
 
-    body = [[name, f"{r['params_M']:.2f}", f"{r['cpu_ms_batch1']:.1f}", f"{r['cpu_ms_batch8']:.1f}"]
-            for name, r in rows.items()]
-    return format_table(["checkpoint", "params (M)", "CPU ms (batch 1)", "CPU ms (batch 8)"], body)
+    body = [[name, f"{r['params_M']:.2f}", f"{r['gflops']:.2f}", f"{r['cpu_ms_batch1']:.1f}",
+             f"{r['cpu_ms_batch8']:.1f}"] for name, r in rows.items()]
+    return format_table(["checkpoint", "params (M)", "GFLOPs (1 image)", "CPU ms (batch 1)", "CPU ms (batch 8)"], body)
 
 
 def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dict[str, Any]:
@@ -108,6 +104,23 @@ def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dic
 
     config = load_config(config_path, overrides)
     return {"step_time": measure_step_times(config, repeats=repeats), "peak_memory": measure_peak_memory(config)}
+
+
+def reproduce(preset: str, out: Path, *, seeds: int, jobs: int | None, only: list[str] | None,
+              report_only: bool, docs: Path) -> str:
+    """`tardistill bench reproduce`: run what is missing, then write the report; returns a summary."""
+    from tardistill.bench.presets import get_preset
+    from tardistill.bench.report import write_report
+    from tardistill.bench.reproduce import run_sweep
+
+    lines = []
+    if not report_only:
+        sweep = run_sweep(get_preset(preset), out, seeds=seeds, jobs=jobs, only=only)
+        lines.append(f"runs: {len(sweep['done'])} finished now, {len(sweep['skipped'])} already done, "
+                     f"{len(sweep['failed'])} failed {sorted(sweep['failed'])}")
+    written = write_report(get_preset(preset), out, docs=docs, seeds=seeds, measure_performance=not only)
+    lines.append("report: " + ", ".join(str(p) for p in written))
+    return "\n".join(lines)
 
 
 def demo(out: Path, *, fast: bool = False) -> dict[str, Any]:

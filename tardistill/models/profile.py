@@ -23,3 +23,29 @@ def cpu_latency_ms(detector: nn.Module, *, image_size: int, batch_size: int = 1,
         detector(images)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+@torch.no_grad()
+def inference_gflops(detector: nn.Module, *, image_size: int) -> float:
+    """GFLOPs of one inference on one image, counted by torch's FlopCounterMode.
+
+    Counts the matrix multiplications and convolutions (what dominates a detector's cost); the
+    box decoding and NMS after the heads are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    detector = detector.to("cpu").eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        detector([torch.rand(3, image_size, image_size)])
+    return counter.get_total_flops() / 1e9
+
+
+def profile_detector(detector: nn.Module, *, image_size: int) -> dict[str, float]:
+    """Parameters, GFLOPs and CPU latency at batch 1 and 8 of one detector."""
+    from tardistill.models.build import count_parameters
+
+    return {"params_M": count_parameters(detector) / 1e6,
+            "gflops": inference_gflops(detector, image_size=image_size),
+            "cpu_ms_batch1": cpu_latency_ms(detector, image_size=image_size, batch_size=1),
+            "cpu_ms_batch8": cpu_latency_ms(detector, image_size=image_size, batch_size=8, repeats=5)}

@@ -1,0 +1,177 @@
+"""`tardistill bench reproduce`: every run of the paper's ablation and the method comparison, resumable.
+
+Layout under OUT:
+    data/                 the built-in benchmark at the preset's scale (generated once)
+    runs/<key>/           one training run each (checkpoints, metrics.jsonl, result.json)
+    records/<key>.json    one result record per finished run; a re-run skips these
+    logs/<key>.log        each run's log
+A run cut short resumes from its last checkpoint. A run that fails is reported and skipped; the
+others go on, and the next invocation retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tardistill.bench.plan import RunSpec, plan_runs
+from tardistill.bench.presets import Preset
+from tardistill.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+
+def run_config(spec: RunSpec, preset: Preset, out: Path) -> Config:
+    """The full config of one run."""
+    role = "teacher" if spec.method == "teacher" else "student"
+    arch = preset.teacher if role == "teacher" else preset.student
+    iterations = (preset.teacher_iterations if role == "teacher" else preset.student_iterations)[spec.detector]
+    overrides = ["data.format=synth", f"data.root={out / 'data'}", f"name={spec.key}", f"seed={spec.seed}",
+                 *preset.overrides[spec.detector], *arch[spec.detector],
+                 f"train.iterations={iterations}", f"train.eval_every={max(iterations // 4, 1)}",
+                 f"train.checkpoint_every={max(iterations // 10, 1)}", "train.log_every=20"]
+    if role == "student":
+        overrides.append(f"distill.method={spec.method}")
+    if spec.method == "tar":
+        overrides += [*preset.tar, *spec.overrides]
+    if spec.needs_teacher:
+        overrides.append(f"distill.teacher={out / 'runs' / spec.teacher_key / 'best.safetensors'}")
+    return load_config(None, overrides)
+
+
+def record_path(out: Path, key: str) -> Path:
+    return out / "records" / f"{key}.json"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
+
+
+def _val_curve(run_dir: Path) -> list[list[float]]:
+    from tardistill.engine.run_log import read_run_log
+
+    return [[r["step"], r["AP"]] for r in read_run_log(run_dir / "metrics.jsonl") if r["kind"] == "val"]
+
+
+def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
+    """Train, evaluate and record one run (in a worker process); returns its record."""
+    import torch
+
+    from tardistill.distill.runs import distill_student
+    from tardistill.engine.runs import finish_run, train_detector
+
+    if preset.threads:
+        torch.set_num_threads(preset.threads)
+    run_dir = out / "runs" / spec.key
+    handler = logging.FileHandler(out / "logs" / f"{spec.key}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        config = run_config(spec, preset, out)
+        runner = train_detector if spec.method == "teacher" else distill_student
+        result = finish_run(config, run_dir, runner(config, run_dir, resume=True))
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    record = {"detector": spec.detector, "method": spec.method, "variant": spec.variant, "seed": spec.seed,
+              "group": spec.group, "key": spec.key, "preset": preset.name,
+              "ap": result["test_metrics"]["AP"], "ap50": result["test_metrics"]["AP50"],
+              "test_metrics": result["test_metrics"], "iterations": config.train.iterations,
+              "wall_s": result["wall_s"], "best_step": result.get("best_step"),
+              "parameters": result["parameters"], "val_curve": _val_curve(run_dir),
+              "threads": torch.get_num_threads(), "machine": machine_description(),
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_json_atomic(record_path(out, spec.key), record)
+    return record
+
+
+def _execute_safely(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
+    try:
+        return execute_run(spec, preset, out)
+    except Exception:  # one failed run must not end the sweep; it is reported and retried next time
+        return {"error": traceback.format_exc()}
+
+
+def machine_description() -> str:
+    """A short description of the machine, written beside every number."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def load_records(out: Path) -> list[dict[str, Any]]:
+    """Every finished run's record under OUT/records."""
+    return [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+
+
+def ensure_data(preset: Preset, out: Path) -> None:
+    from tardistill.data.synthetic import generate_synthetic
+
+    if not (out / "data" / "annotations" / "test.json").is_file():
+        log.info("bench reproduce: writing the built-in benchmark to %s", out / "data")
+        generate_synthetic(out / "data", seed=0, workers=max(preset.jobs, 1), **preset.data)
+
+
+def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = None,
+              only: list[str] | None = None) -> dict[str, Any]:
+    """Run every planned run that has no record yet; a run starts once its teacher exists.
+
+    only: if given, substrings; runs whose key contains none of them are skipped.
+    Returns {"done": [...keys], "failed": {key: traceback}, "skipped": [...keys]}.
+    """
+    jobs = jobs or preset.jobs
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_data(preset, out)
+    plan = [s for s in plan_runs(preset, seeds) if not only or any(o in s.key for o in only)]
+    pending = [s for s in plan if not record_path(out, s.key).is_file()]
+    skipped = [s.key for s in plan if s not in pending]
+    log.info("bench reproduce %s: %d runs planned, %d already done, %d to run, %d at a time",
+             preset.name, len(plan), len(skipped), len(pending), jobs)
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    running: dict[Future, RunSpec] = {}
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            for spec in _ready(pending, out, jobs - len(running)):
+                pending.remove(spec)
+                running[pool.submit(_execute_safely, spec, preset, out)] = spec
+                log.info("started %s (log: %s)", spec.key, out / "logs" / f"{spec.key}.log")
+            if not running:  # what is left waits on a teacher that failed
+                for spec in pending:
+                    failed[spec.key] = f"teacher {spec.teacher_key} did not finish"
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec, record = running.pop(future), future.result()
+                if "error" in record:
+                    failed[spec.key] = record["error"]
+                    log.error("%s failed:\n%s", spec.key, record["error"])
+                else:
+                    done.append(spec.key)
+                    log.info("finished %s: test AP %.1f AP50 %.1f in %.1f min (%d left, %.0f min elapsed)",
+                             spec.key, 100 * record["ap"], 100 * record["ap50"], record["wall_s"] / 60,
+                             len(pending) + len(running), (time.perf_counter() - started) / 60)
+    return {"done": done, "failed": failed, "skipped": skipped}
+
+
+def _ready(pending: list[RunSpec], out: Path, slots: int) -> list[RunSpec]:
+    """Up to `slots` pending runs, in plan order, whose teacher (if any) has finished."""
+    ready = [s for s in pending if not s.needs_teacher or record_path(out, s.teacher_key).is_file()]
+    return ready[:max(slots, 0)]

@@ -1,0 +1,55 @@
+"""bench reproduce: the plan, the per-run records, resuming, and failures that do not stop the sweep."""
+
+import json
+from dataclasses import replace
+
+from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, plan_runs
+from tardistill.bench.presets import PRESETS
+from tardistill.bench.reproduce import load_records, run_sweep
+
+from tests.conftest import TINY_MODEL
+
+TINY = replace(
+    PRESETS["cpu"], name="tiny", data=dict(num_train=8, num_val=4, num_test=4, image_size=64),
+    overrides={"faster_rcnn": ("model.kind=faster_rcnn", *TINY_MODEL, "train.batch_size=2",
+                               "train.warmup_iterations=1"),
+               "retinanet": ("model.kind=retinanet", *TINY_MODEL, "train.batch_size=2", "train.warmup_iterations=1")},
+    teacher={"faster_rcnn": ("model.fpn_channels=32",), "retinanet": ("model.fpn_channels=32",)},
+    student={"faster_rcnn": (), "retinanet": ()},
+    teacher_iterations={"faster_rcnn": 2, "retinanet": 2}, student_iterations={"faster_rcnn": 2, "retinanet": 2},
+    jobs=1, threads=1)
+
+
+def test_plan_has_every_row_the_report_needs():
+    runs = plan_runs(PRESETS["cpu"], seeds=3)
+    keys = [run.key for run in runs]
+    assert len(keys) == len(set(keys))
+    frcnn_tar = {(r.variant, r.seed) for r in runs if r.detector == "faster_rcnn" and r.method == "tar"}
+    assert {(name, seed) for name in COMPONENTS for seed in range(3)} <= frcnn_tar
+    assert {(name, 0) for name in CHOICES} <= frcnn_tar
+    assert {r.method for r in runs if r.group == "baselines"} == set(BASELINES)
+    assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
+    # teachers first: nothing that needs one is planned before it
+    assert keys.index("faster_rcnn-teacher-default-s0") == 0
+
+
+def test_sweep_writes_records_and_resumes(tmp_path):
+    only = ["faster_rcnn-teacher", "faster_rcnn-none-student-s0", "faster_rcnn-tar-full-s0"]
+    first = run_sweep(TINY, tmp_path, seeds=1, only=only)
+    assert first["failed"] == {} and len(first["done"]) == 3
+    records = {r["key"]: r for r in load_records(tmp_path)}
+    tar = records["faster_rcnn-tar-full-s0"]
+    assert (tar["method"], tar["variant"], tar["seed"], tar["iterations"]) == ("tar", "full", 0, 2)
+    assert 0 <= tar["ap"] <= 1 and tar["wall_s"] > 0 and tar["val_curve"]
+    assert records["faster_rcnn-teacher-default-s0"]["method"] == "teacher"
+    second = run_sweep(TINY, tmp_path, seeds=1, only=only)
+    assert second["done"] == [] and sorted(second["skipped"]) == sorted(records)
+
+
+def test_a_failed_teacher_fails_its_students_and_writes_no_record(tmp_path):
+    broken = replace(TINY, teacher={**TINY.teacher, "faster_rcnn": ("model.backbone=no_such_net",)})
+    result = run_sweep(broken, tmp_path, seeds=1, only=["faster_rcnn-teacher", "faster_rcnn-tar-full-s0"])
+    assert "no_such_net" in result["failed"]["faster_rcnn-teacher-default-s0"]
+    assert "did not finish" in result["failed"]["faster_rcnn-tar-full-s0"]
+    assert load_records(tmp_path) == []
+    assert json.loads(json.dumps(result))  # the summary is plain data
