@@ -57,9 +57,26 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", required=True, type=Path)
     pred.add_argument("--score-threshold", type=float, default=0.5)
 
-    prof = commands.add_parser("profile", help="parameters and CPU latency of saved detectors, side by side")
-    prof.add_argument("checkpoints", nargs="+", type=Path)
+    prof = commands.add_parser("profile", help="parameters, GFLOPs, CPU latency and peak memory, side by side")
+    prof.add_argument("sources", nargs="+", type=Path, metavar="CONFIG_OR_CHECKPOINT",
+                      help="a checkpoint, or a YAML config: its distill.teacher and its untrained student")
+    prof.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a key of every config given (repeatable)")
+    prof.add_argument("--repeats", type=int, default=10, help="timed calls at batch 1 (half as many at 8)")
     prof.add_argument("--json", action="store_true")
+
+    exp = commands.add_parser("export", help="write a checkpoint's detector as ONNX or TorchScript, "
+                              "and check it against PyTorch")
+    exp.add_argument("--checkpoint", required=True, type=Path)
+    exp.add_argument("--format", dest="export_format", default="onnx", help="onnx (default) or torchscript")
+    exp.add_argument("--out", required=True, type=Path)
+    exp.add_argument("--image-size", type=int, help="side of the square input (default: the config's model.max_size)")
+    exp.add_argument("--check-images", type=Path, help="folder of images for the parity check (default: random "
+                     "images, which only show that the graph runs)")
+    exp.add_argument("--max-check-images", type=int, default=8)
+    exp.add_argument("--check-score-threshold", type=float,
+                     help="compare detections at or above this score (default: the model's score_threshold)")
+    exp.add_argument("--json", action="store_true")
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     cost = bench.add_parser("distill-cost", help="distillation step time and peak memory against the student's")
@@ -95,6 +112,25 @@ def _default_out(config_path: str, command: str) -> Path:
     return Path("runs") / f"{Path(config_path).stem}-{command}"
 
 
+def _export(args: argparse.Namespace) -> int:
+    """`tardistill export`; exit code 1 when the export's outputs differ from PyTorch's."""
+    from tardistill import commands
+    from tardistill.deploy.parity import format_parity
+
+    result = commands.export(args.checkpoint, args.out, export_format=args.export_format,
+                             image_size=args.image_size, check_images=args.check_images,
+                             max_check_images=args.max_check_images, score_threshold=args.check_score_threshold)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        size = result["image_size"]
+        shape = f"[3, {size}, {size}]" if result["format"] == "onnx" else "[3, H, W]"
+        print(f"wrote {result['out']} ({result['format']}; input: float32 {shape}, RGB in 0..1; "
+              "outputs: boxes [N, 4] xyxy px, scores [N], labels [N])")
+        print(format_parity(result["parity"], against=f"with PyTorch ({result['check_images']})"))
+    return 0 if result["parity"]["passed"] else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from tardistill import commands
 
@@ -119,8 +155,10 @@ def _run(args: argparse.Namespace) -> int:
                                    score_threshold=args.score_threshold)
         print(f"wrote {written} images to {args.out}")
     elif args.command == "profile":
-        rows = commands.profile(args.checkpoints)
+        rows = commands.profile(args.sources, args.overrides, repeats=args.repeats)
         print(json.dumps(rows, indent=2) if args.json else commands.format_profile(rows))
+    elif args.command == "export":
+        return _export(args)
     elif args.command == "bench" and args.bench_command == "reproduce":
         out = args.out or Path("runs") / f"reproduce_{args.preset}"
         summary = commands.reproduce(args.preset, out, seeds=args.seeds, jobs=args.jobs, only=args.only,

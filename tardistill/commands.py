@@ -77,16 +77,73 @@ def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Pa
     return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
 
 
-def profile(checkpoints: list[Path]) -> dict[str, dict[str, float]]:
-    """`tardistill profile`: parameters, GFLOPs and CPU latency at batch 1 and 8 of each checkpoint."""
-    from tardistill.engine.setup import load_detector
-    from tardistill.models.profile import profile_detector
+def profile(sources: list[Path], overrides: list[str], *, repeats: int = 10) -> dict[str, dict[str, float]]:
+    """`tardistill profile`: the cost of each checkpoint, or of a config's teacher and student, side by side.
+
+    Each row: params_M, gflops, cpu_ms_batch1, cpu_ms_batch8 and peak_mib_batch1 (measured in a
+    fresh process; see models/profile.py).
+    """
+    from tardistill.models.profile import peak_inference_mib, profile_detector
 
     rows = {}
-    for path in checkpoints:
-        detector, meta = load_detector(path)
-        rows[str(path)] = profile_detector(detector, image_size=meta["config"]["model"]["max_size"])
+    for name, detector, architecture, image_size in _profile_targets(sources, overrides):
+        rows[name] = {**profile_detector(detector, image_size=image_size, repeats=repeats),
+                      "peak_mib_batch1": peak_inference_mib(architecture, image_size=image_size)}
     return rows
+
+
+def _profile_targets(sources: list[Path], overrides: list[str]):
+    """Yield (row name, detector, picklable builder of its architecture, image size), one at a time.
+
+    The memory is measured on the architecture with untrained weights, which take the same space;
+    this spares the spawned process the checkpoint's loading, whose transient copies are not the
+    model's cost. Latency is measured on the real weights: they decide how many boxes reach NMS.
+    """
+    from tardistill.engine.setup import load_detector
+
+    for source in sources:
+        if source.suffix in (".yaml", ".yml"):
+            yield from _config_targets(source, overrides)
+        else:
+            detector, meta = load_detector(source)
+            yield (str(source), detector, *_architecture(meta["config"], len(meta["classes"]), source=source))
+
+
+def _config_targets(path: Path, overrides: list[str]):
+    """The teacher named by distill.teacher (if any), then the student built from model (untrained)."""
+    from tardistill.config import config_to_dict
+    from tardistill.engine.setup import dataset_for, load_detector
+    from tardistill.errors import DataError
+
+    config = load_config(str(path), overrides)
+    teacher = config.distill.teacher
+    teacher_classes = None
+    if teacher:
+        detector, meta = load_detector(teacher)
+        teacher_classes = meta["classes"]
+        yield (f"teacher: {teacher}", detector, *_architecture(meta["config"], len(teacher_classes), source=teacher))
+    try:  # the student's own label set, which may differ from the teacher's (distill.class_map)
+        num_classes = len(dataset_for(config.data, config.data.test_split, train=False).classes)
+    except DataError:
+        if teacher_classes is None:
+            raise
+        num_classes = len(teacher_classes)  # no data here: only the last layer's size differs
+    architecture, image_size = _architecture(config_to_dict(config), num_classes, source=path)
+    yield f"student: {path}", architecture(), architecture, image_size
+
+
+def _architecture(config: dict[str, Any], num_classes: int, *, source) -> tuple[Any, int]:
+    """(picklable builder of the config's detector with untrained weights, its image size)."""
+    import dataclasses
+    from functools import partial
+
+    from tardistill.config import config_from_dict
+    from tardistill.engine.setup import detector_from_config
+
+    # Nothing is read from model.weights: untrained weights cost the same.
+    model = dataclasses.replace(config_from_dict(config, source=str(source)).model, weights=None,
+                                backbone_weights=None)
+    return partial(detector_from_config, model, num_classes), model.max_size
 
 
 def format_profile(rows: dict[str, dict[str, float]]) -> str:
@@ -94,8 +151,30 @@ def format_profile(rows: dict[str, dict[str, float]]) -> str:
     from tardistill.metrics import format_table
 
     body = [[name, f"{r['params_M']:.2f}", f"{r['gflops']:.2f}", f"{r['cpu_ms_batch1']:.1f}",
-             f"{r['cpu_ms_batch8']:.1f}"] for name, r in rows.items()]
-    return format_table(["checkpoint", "params (M)", "GFLOPs (1 image)", "CPU ms (batch 1)", "CPU ms (batch 8)"], body)
+             f"{r['cpu_ms_batch8']:.1f}", f"{r['peak_mib_batch1']:.0f}"] for name, r in rows.items()]
+    return format_table(["model", "params (M)", "GFLOPs (1 image)", "CPU ms (batch 1)", "CPU ms (batch 8)",
+                         "peak MiB (batch 1)"], body)
+
+
+def export(checkpoint: Path, out: Path, *, export_format: str, image_size: int | None,
+           check_images: Path | None, max_check_images: int, score_threshold: float | None) -> dict[str, Any]:
+    """`tardistill export`: write the detector alone as ONNX or TorchScript, then check it against PyTorch.
+
+    Returns out, format, image_size and parity (see deploy/parity.py check_parity).
+    """
+    from tardistill.deploy import check_parity, export_detector, load_exported
+    from tardistill.deploy.parity import parity_images
+    from tardistill.engine.setup import load_detector
+
+    detector, meta = load_detector(checkpoint)
+    model = meta["config"]["model"]
+    size = image_size or model["max_size"]
+    path = export_detector(detector, out, export_format=export_format, image_size=size, classes=meta["classes"])
+    images = parity_images(check_images, image_size=size, limit=max_check_images)
+    threshold = model["score_threshold"] if score_threshold is None else score_threshold
+    parity = check_parity(detector, load_exported(path, export_format), images=images, score_threshold=threshold)
+    return {"out": str(path), "format": export_format, "image_size": size,
+            "check_images": str(check_images) if check_images else "random", "parity": parity}
 
 
 def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dict[str, Any]:

@@ -13,6 +13,15 @@ import yaml
 
 from tardistill.errors import ConfigError
 
+ON_BAD_SAMPLE = ("error", "skip")
+
+
+def check_on_bad_sample(policy: str) -> str:
+    """Return `policy` if it is a known data.on_bad_sample value, else raise ConfigError."""
+    if policy not in ON_BAD_SAMPLE:
+        raise ConfigError(f"data.on_bad_sample: unknown policy '{policy}' (valid: {', '.join(ON_BAD_SAMPLE)})")
+    return policy
+
 
 @dataclass
 class DataConfig:
@@ -27,6 +36,12 @@ class DataConfig:
     flip: bool = True
     jitter: bool = True
     num_workers: int = 0
+    # What a bad annotation record or an image that cannot be loaded does: stop the run (error)
+    # or leave the sample out and report it at the end (skip). See docs/RELIABILITY.md.
+    on_bad_sample: str = "error"
+
+    def __post_init__(self) -> None:
+        check_on_bad_sample(self.on_bad_sample)
 
 
 @dataclass
@@ -35,6 +50,15 @@ class ModelConfig:
 
     kind: str = "faster_rcnn"  # faster_rcnn | retinanet
     backbone: str = "resnet18"
+    # A torchvision model-zoo builder (models/zoo.py: fasterrcnn_resnet50_fpn_v2, ...). It fixes the
+    # backbone, FPN, head and anchors; backbone, width_multiplier, fpn_channels, head_width and
+    # anchor_sizes then go unused. None builds this project's detector from `backbone`.
+    architecture: str | None = None
+    # For a zoo architecture: torchvision's set-up for loaded weights (frozen batch norm in the v1
+    # and MobileNet models, frozen first backbone stages). None means "when weights or
+    # backbone_weights is set"; it is resolved on loading, so a saved run rebuilds the same model
+    # after its weight files are gone.
+    pretrained_setup: bool | None = None
     width_multiplier: float = 1.0
     fpn_channels: int = 256
     head_width: int = 1024
@@ -51,6 +75,10 @@ class ModelConfig:
     score_threshold: float = 0.05
     weights: str | None = None  # local file with full detector weights
     backbone_weights: str | None = None  # local file with ImageNet backbone weights
+
+    def __post_init__(self) -> None:
+        if self.architecture and self.pretrained_setup is None:
+            self.pretrained_setup = bool(self.weights or self.backbone_weights)
 
 
 @dataclass
@@ -74,6 +102,9 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 250
     log_every: int = 20
+    # A step whose loss or gradients are NaN or inf stops the run (false) or is skipped without an
+    # optimizer update and counted in the result (true).
+    skip_nonfinite: bool = False
 
 
 @dataclass
@@ -87,7 +118,15 @@ class DistillConfig:
     then applies to any method: linear | constant | cosine | step | exp.
     """
 
-    teacher: str | None = None  # teacher checkpoint (.safetensors)
+    teacher: str | None = None  # a tardistill checkpoint, or a weights file with teacher_architecture
+    # A teacher from torchvision's model zoo: its builder, and its class list (names without the
+    # background, or "coco" for torchvision's COCO weights); `teacher` is then a local weights file
+    # (.pth or .safetensors, read safely). See docs/PRETRAINED.md.
+    teacher_architecture: str | None = None
+    teacher_classes: list[str] | str | None = None
+    # Student class name -> teacher class (name or label), or a YAML file holding that mapping:
+    # distills a teacher trained on another label set (distill/class_map.py).
+    class_map: dict | str | None = None
     student_checkpoint: str | None = None
     method: str = "tar"
     fpn_weight: float = 1.0

@@ -11,3 +11,15 @@ class ConfigError(TardistillError):
 
 class DataError(TardistillError):
     """A dataset file is missing, unreadable or malformed. The message names the file."""
+
+
+class SampleSkipped(DataError):
+    """An evaluation image that failed to load was left out under `data.on_bad_sample: skip`.
+
+    The evaluator catches it and scores without that image; the dataset has already dropped the
+    image from its ground truth.
+    """
+
+
+class NonFiniteLossError(TardistillError):
+    """A training step produced a NaN or inf loss or gradient. The message names the term and step."""

@@ -140,3 +140,45 @@ def test_profile_reports_parameters_and_latency(untrained_teacher, capsys):
     code, out, _ = run(["profile", untrained_teacher, "--json"], capsys)
     row = json.loads(out)[str(untrained_teacher)]
     assert code == 0 and row["params_M"] > 0 and row["cpu_ms_batch1"] > 0 and row["cpu_ms_batch8"] > 0
+
+
+def test_bad_voc_record_is_one_line(tmp_path, capsys):
+    xml = ("<annotation><size><width>nan</width><height>24</height></size></annotation>")
+    root, detections = voc_root(tmp_path, xml)
+    code, _, err = run(["evaluate-detections", root, detections], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "a.xml" in line and "<width> is nan" in line
+
+
+def test_bad_coco_record_is_one_line(tiny_synth, tiny_overrides, tmp_path, capsys):
+    root = coco_copy(tiny_synth, tmp_path)
+    coco = json.loads((root / "annotations" / "train.json").read_text())
+    coco["annotations"][2]["bbox"] = "0123"
+    (root / "annotations" / "train.json").write_text(json.dumps(coco))
+    code, _, err = run(train_args(root, tiny_overrides, tmp_path), capsys)
+    line = one_line_error(err)
+    assert code == 2 and "train.json" in line and "annotations[2]" in line
+
+
+def test_skipped_bad_samples_are_counted_in_the_result(tiny_synth, tiny_overrides, tmp_path, capsys):
+    root = coco_copy(tiny_synth, tmp_path)
+    (root / "train" / "000001.png").write_bytes(b"not a png")
+    args = [*train_args(root, tiny_overrides, tmp_path), "--set", "data.on_bad_sample=skip"]
+    code, _, _ = run(args, capsys)
+    skipped = json.loads((tmp_path / "run" / "result.json").read_text())["skipped_samples"]
+    assert code == 0 and skipped["count"] == 1 and "000001.png: cannot read image" in skipped["reasons"][0]
+
+
+def test_nan_loss_is_one_line_naming_term_and_step(tiny_synth, tiny_overrides, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from tardistill.engine import runs
+
+    class NaNClassifierLoss(runs.PrefixedLosses):
+        def forward(self, images, targets):
+            return {**super().forward(images, targets), "det/loss_classifier": torch.tensor(float("nan"))}
+
+    monkeypatch.setattr(runs, "PrefixedLosses", NaNClassifierLoss)
+    code, _, err = run(train_args(tiny_synth, tiny_overrides, tmp_path), capsys)
+    line = one_line_error(err)
+    assert code == 2 and "step 1: loss term det/loss_classifier is nan" in line

@@ -8,7 +8,6 @@ torch's peak allocation), so one mode's allocations cannot hide another's.
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import statistics
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from tardistill.distill.runs import build_distiller
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, select_device
 from tardistill.engine.trainer import PrefixedLosses, weighted_total
+from tardistill.models.profile import proc_status_mib
 
 
 def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
@@ -97,18 +97,7 @@ def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> f
         _training_step(model, optimizer, images, targets)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return _resident_high_water_mib()
-
-
-def _resident_high_water_mib() -> float:
-    """Peak resident memory of this process's address space (VmHWM).
-
-    getrusage's ru_maxrss would carry over the parent's peak across fork and exec.
-    """
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+    return proc_status_mib("VmHWM")  # not ru_maxrss, which carries the parent's peak across fork
 
 
 def measure_peak_memory(config: Config, *, steps: int = 3) -> dict[str, float]:

@@ -13,6 +13,10 @@ objects is valid: boxes has shape [0,4] and labels shape [0].
 Box policy, the same for every reader: a box that sticks out of the image is clipped to it (with
 a warning unless it overshoots by at most 1 px), and a box with no area, before or after
 clipping, is dropped with a warning naming the file and the annotation.
+
+Bad-sample policy (`on_bad_sample`, see bad_samples.py): a malformed record or an image that cannot
+be loaded raises a DataError naming the file and the record ("error", the default), or is left out
+with its reason kept in `dataset.bad_samples` ("skip").
 """
 
 from tardistill.data.coco import CocoDetection

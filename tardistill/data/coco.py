@@ -1,6 +1,7 @@
 """COCO-format detection reader: the JSON is checked and parsed once, images load on demand."""
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
+from tardistill.data.bad_samples import BadSamples, load_sample
 from tardistill.errors import DataError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -17,6 +19,10 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 CLIP_TOLERANCE = 1.0
 # A broken export can have thousands of bad boxes; show the first few, then one count.
 MAX_BOX_WARNINGS = 10
+# Larger sides are typos or overflowing numbers, not images (and would overflow float32 maths).
+MAX_IMAGE_SIDE = 1 << 20
+# What int() and float() raise on JSON values of the wrong type: a list, text, null, inf, NaN.
+CONVERSION_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError)
 
 
 def load_rgb_image(path) -> torch.Tensor:
@@ -31,6 +37,8 @@ def load_rgb_image(path) -> torch.Tensor:
     return pil_to_tensor(rgb).float().div_(255.0)
 
 
+# Absurd coordinates become inf or NaN in float32 and are dropped as empty; no numpy warning needed.
+@np.errstate(over="ignore", invalid="ignore")
 def clip_boxes_to_image(boxes, width, height, *, names, source):
     """Apply the box policy: clip boxes that stick out, drop boxes with no area.
 
@@ -74,6 +82,12 @@ def _fmt(box) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box.tolist()) + "]"
 
 
+def short(value, limit=60) -> str:
+    """A value for an error message, cut to `limit` characters: a broken file can hold megabytes."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_coco_json(path) -> dict:
     """Load a COCO annotation file, with one-line errors for unreadable or malformed JSON."""
     try:
@@ -86,6 +100,8 @@ def read_coco_json(path) -> dict:
                         f"{error.msg}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read annotation file ({error})") from None
+    except (ValueError, RecursionError) as error:  # a 5000-digit number; arrays nested too deep
+        raise DataError(f"{path}: malformed JSON ({short(error, 120)})") from None
     if not isinstance(coco, dict):
         raise DataError(f"{path}: expected a JSON object with keys {', '.join(REQUIRED_KEYS)}")
     missing = [key for key in REQUIRED_KEYS if key not in coco]
@@ -99,10 +115,14 @@ def read_coco_json(path) -> dict:
 
 def _parse_categories(coco, path):
     """Return (sorted category ids, names); label i+1 stands for category_ids[i]."""
-    try:
-        pairs = sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{path}: every category needs an integer 'id' and a 'name'") from None
+    pairs = []
+    for position, category in enumerate(coco["categories"]):
+        try:
+            pairs.append((int(category["id"]), str(category["name"])))
+        except CONVERSION_ERRORS:
+            raise DataError(f"{path}: categories[{position}] needs an integer 'id' and a "
+                            f"'name'") from None
+    pairs.sort()
     ids = [cid for cid, _ in pairs]
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: duplicate category ids in 'categories'")
@@ -111,34 +131,63 @@ def _parse_categories(coco, path):
     return ids, [name for _, name in pairs]
 
 
-def _parse_images(coco, path):
-    """Return image records (id, file_name, width, height) in file order."""
+def _read_image_record(image, position, path):
+    """Return {id, file_name, width, height, position} for images[position], or raise DataError."""
+    try:
+        record = {"id": int(image["id"]), "file_name": image["file_name"],
+                  "width": int(image["width"]), "height": int(image["height"]), "position": position}
+    except CONVERSION_ERRORS:
+        raise DataError(f"{path}: images[{position}] needs id, file_name, width and "
+                        f"height") from None
+    if not isinstance(record["file_name"], str) or not record["file_name"]:
+        raise DataError(f"{path}: images[{position}] has no file_name string")
+    if not all(0 < record[side] <= MAX_IMAGE_SIDE for side in ("width", "height")):
+        raise DataError(f"{path}: images[{position}] ({short(record['file_name'])}) has size "
+                        f"{record['width']}x{record['height']}, not 1..{MAX_IMAGE_SIDE} pixels a side")
+    return record
+
+
+def _parse_images(coco, path, bad: BadSamples):
+    """Return image records in file order; bad records go to `bad`."""
     records = []
     for position, image in enumerate(coco["images"]):
         try:
-            records.append({"id": int(image["id"]), "file_name": str(image["file_name"]),
-                            "width": int(image["width"]), "height": int(image["height"])})
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{path}: images[{position}] needs id, file_name, width and "
-                            f"height") from None
-    if not records:
+            records.append(_read_image_record(image, position, path))
+        except DataError as error:
+            bad.reject(error)
+    if not coco["images"]:
         raise DataError(f"{path}: 'images' is empty")
     if len({r["id"] for r in records}) != len(records):
         raise DataError(f"{path}: duplicate image ids in 'images'")
     return records
 
 
+def _annotation_name(ann, position) -> str:
+    ann_id = ann.get("id") if isinstance(ann, dict) else None
+    return f"annotations[{position}]" + ("" if ann_id is None else f" (id {short(ann_id)})")
+
+
 def _read_annotation(ann, position, path):
-    """Return (annotation id, image id, category id, xyxy box, is crowd) for one annotation."""
-    ann_id = ann.get("id", f"#{position}") if isinstance(ann, dict) else f"#{position}"
+    """Return (image id, category id, xyxy box, is crowd) for one annotation, or raise DataError."""
     try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise TypeError("bbox")
+        x, y, w, h = (float(v) for v in bbox)
         image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
         crowd = bool(ann.get("iscrowd", 0))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise DataError(f"{path}: annotation id {ann_id} needs image_id, category_id and a "
-                        f"4-number bbox") from None
-    return ann_id, image_id, category_id, [x, y, x + w, y + h], crowd
+    except CONVERSION_ERRORS:
+        raise DataError(f"{path}: {_annotation_name(ann, position)} needs image_id, category_id "
+                        f"and a 4-number bbox") from None
+    return image_id, category_id, [x, y, x + w, y + h], crowd
+
+
+def _int_or_none(record, key):
+    """record[key] as an int, or None when the record is too broken for that."""
+    try:
+        return int(record[key])
+    except CONVERSION_ERRORS:
+        return None
 
 
 class CocoDetection(Dataset):
@@ -146,49 +195,95 @@ class CocoDetection(Dataset):
 
     Crowd boxes (iscrowd=1) never enter the targets, in training or evaluation mode: the model
     neither learns from nor is scored against them here, while the COCO metric reads them from
-    `coco_gt`. `train` is kept for symmetry with VOCDetection and does not change COCO targets.
+    `coco_gt`. With on_bad_sample="skip", bad image records, missing image files and bad
+    annotations are left out (an image goes with its bad annotation: its remaining labels alone
+    would teach the model that the object is background), and `coco_gt` holds only what is kept.
+    `train` decides what an image that fails to load becomes under "skip": another image in
+    training, nothing in evaluation (see `load_sample`).
     """
 
-    def __init__(self, image_dir, annotation_file, *, transforms=None, train=True):
+    def __init__(self, image_dir, annotation_file, *, transforms=None, train=True,
+                 on_bad_sample="error"):
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         self.train = train
+        self.bad_samples = BadSamples(on_bad_sample)
         self.coco_gt = read_coco_json(self.annotation_file)
         self.category_ids, self.classes = _parse_categories(self.coco_gt, self.annotation_file)
-        self._images = _parse_images(self.coco_gt, self.annotation_file)
+        self._images = _parse_images(self.coco_gt, self.annotation_file, self.bad_samples)
+        self._images = self._with_image_files(self._images)
+        grouped, kept_annotations, bad_image_ids = self._group_annotations()
+        self._keep_images(bad_image_ids, kept_annotations)
+        self._targets = self._box_targets([grouped[r["id"]] for r in self._images])
         self.image_ids = [record["id"] for record in self._images]
-        self._check_image_files()
-        self._targets = self._parse_targets()
 
-    def _check_image_files(self) -> None:
-        missing = [self.image_dir / r["file_name"] for r in self._images
-                   if not (self.image_dir / r["file_name"]).is_file()]
-        if missing:
-            raise DataError(f"{missing[0]}: image file not found ({len(missing)} of "
-                            f"{len(self._images)} images listed in {self.annotation_file} "
-                            f"are missing)")
+    def _with_image_files(self, records):
+        """The records whose image file exists; the others are bad samples."""
+        # os.path.isfile, unlike Path.is_file, says False for a name too long or with a NUL byte.
+        missing = [r for r in records if not os.path.isfile(self.image_dir / r["file_name"])]
+        if missing and self.bad_samples.policy == "error":
+            raise DataError(f"{self.image_dir / missing[0]['file_name']}: image file not found "
+                            f"({len(missing)} of {len(records)} images listed in "
+                            f"{self.annotation_file} are missing)")
+        for r in missing:
+            self.bad_samples.reject(DataError(
+                f"{self.image_dir / r['file_name']}: image file not found (images[{r['position']}] "
+                f"of {self.annotation_file})"))
+        missing_positions = {r["position"] for r in missing}
+        return [r for r in records if r["position"] not in missing_positions]
 
-    def _parse_targets(self):
-        """Group annotations per image into (boxes float32 [N,4], labels int64 [N])."""
+    def _group_annotations(self):
+        """Non-crowd (box, label, name) per image id; positions of good annotations; bad images."""
         label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
-        index_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        grouped = [([], [], []) for _ in self._images]  # boxes, labels, names per image
+        listed_ids = {_int_or_none(image, "id") for image in self.coco_gt["images"]}
+        grouped = {r["id"]: ([], [], []) for r in self._images}  # boxes, labels, names
+        kept, bad_image_ids = [], set()
         for position, ann in enumerate(self.coco_gt["annotations"]):
-            ann_id, image_id, category_id, box, crowd = _read_annotation(
-                ann, position, self.annotation_file)
-            if category_id not in label_of:
-                raise DataError(f"{self.annotation_file}: annotation id {ann_id} has unknown "
-                                f"category_id {category_id} (not in 'categories')")
-            if image_id not in index_of:
-                raise DataError(f"{self.annotation_file}: annotation id {ann_id} refers to "
-                                f"unknown image_id {image_id}")
-            if crowd:
+            try:
+                image_id, category_id, box, crowd = self._checked_annotation(ann, position, label_of,
+                                                                             listed_ids)
+            except DataError as error:
+                self.bad_samples.reject(error)
+                bad_image_ids.add(_int_or_none(ann, "image_id"))
                 continue
-            boxes, labels, names = grouped[index_of[image_id]]
-            boxes.append(box)
-            labels.append(label_of[category_id])
-            names.append(f"annotation id {ann_id}")
+            if image_id not in grouped:
+                continue  # its image was skipped already; that image is the one bad sample
+            kept.append(position)
+            if not crowd:
+                boxes, labels, names = grouped[image_id]
+                boxes.append(box)
+                labels.append(label_of[category_id])
+                names.append(f"annotation id {short(ann.get('id', f'#{position}'))}")
+        return grouped, kept, bad_image_ids
+
+    def _checked_annotation(self, ann, position, label_of, listed_ids):
+        image_id, category_id, box, crowd = _read_annotation(ann, position, self.annotation_file)
+        name = _annotation_name(ann, position)
+        if category_id not in label_of:
+            raise DataError(f"{self.annotation_file}: {name} has unknown category_id {category_id} "
+                            f"(not in 'categories')")
+        if image_id not in listed_ids:
+            raise DataError(f"{self.annotation_file}: {name} refers to unknown image_id {image_id}")
+        return image_id, category_id, box, crowd
+
+    def _keep_images(self, bad_image_ids, kept_annotations) -> None:
+        """Drop images with a bad annotation; rebuild `coco_gt` when anything was left out."""
+        self._images = [r for r in self._images if r["id"] not in bad_image_ids]
+        if not self._images:
+            raise DataError(f"{self.annotation_file}: no usable images left "
+                            f"({len(self.bad_samples.reasons)} bad samples skipped)")
+        if not self.bad_samples.reasons:
+            return  # nothing skipped: coco_gt stays the file's own dict
+        kept_ids = {r["id"] for r in self._images}
+        annotations = self.coco_gt["annotations"]
+        self.coco_gt = {**self.coco_gt,
+                        "images": [self.coco_gt["images"][r["position"]] for r in self._images],
+                        "annotations": [annotations[p] for p in kept_annotations
+                                        if _int_or_none(annotations[p], "image_id") in kept_ids]}
+
+    def _box_targets(self, grouped):
+        """(boxes float32 [N,4], labels int64 [N]) per image, after the box policy."""
         targets, messages = [], []
         for record, (boxes, labels, names) in zip(self._images, grouped):
             source = f"{self.annotation_file} (image {record['file_name']})"
@@ -199,10 +294,22 @@ class CocoDetection(Dataset):
         warn_box_problems(messages)
         return targets
 
+    def _forget(self, index) -> None:
+        """Leave an image that failed to load out of the ground truth (under 'skip')."""
+        image_id = self.image_ids[index]
+        self.coco_gt = {**self.coco_gt,
+                        "images": [im for im in self.coco_gt["images"] if _int_or_none(im, "id") != image_id],
+                        "annotations": [a for a in self.coco_gt["annotations"]
+                                        if _int_or_none(a, "image_id") != image_id]}
+
     def __len__(self) -> int:
         return len(self._images)
 
     def __getitem__(self, index):
+        return load_sample(self._load, index, len(self), self.bad_samples, substitute=self.train,
+                           forget=self._forget)
+
+    def _load(self, index):
         record = self._images[index]
         path = self.image_dir / record["file_name"]
         image = load_rgb_image(path)

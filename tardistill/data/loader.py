@@ -24,40 +24,41 @@ def _check_classes(dataset, classes, source):
     return dataset
 
 
-def _build_coco(root, split, *, train, classes, transforms):
+def _build_coco(root, split, *, classes, **options):
     annotation_file = _coco_annotation_file(root, split)
-    dataset = CocoDetection(root / split, annotation_file, transforms=transforms, train=train)
+    dataset = CocoDetection(root / split, annotation_file, **options)
     return _check_classes(dataset, classes, annotation_file)
 
 
-def _build_synth(root, split, *, train, classes, transforms):
+def _build_synth(root, split, *, classes, **options):
     image_dir, annotation_file = synthetic_split_paths(root, split)
-    dataset = CocoDetection(image_dir, annotation_file, transforms=transforms, train=train)
+    dataset = CocoDetection(image_dir, annotation_file, **options)
     return _check_classes(dataset, classes, annotation_file)
 
 
-def _build_voc(root, split, *, train, classes, transforms):
-    return VOCDetection(root, split, classes=VOC_CLASSES if classes is None else classes,
-                        transforms=transforms, train=train)
+def _build_voc(root, split, *, classes, **options):
+    return VOCDetection(root, split, classes=VOC_CLASSES if classes is None else classes, **options)
 
 
 DATASET_BUILDERS = {"coco": _build_coco, "voc": _build_voc, "synth": _build_synth}
 
 
-def build_dataset(fmt, root, split, *, train, classes=None, transforms=None):
+def build_dataset(fmt, root, split, *, train, classes=None, transforms=None, on_bad_sample="error"):
     """Build a detection dataset of format "coco", "voc" or "synth".
 
     Args:
         classes: class names; VOC labels follow them (default VOC_CLASSES), COCO and synth
             check them against the annotation file's categories when given.
+        on_bad_sample: "error" stops at the first bad record or image; "skip" leaves it out and
+            keeps the reason in `dataset.bad_samples` (see data/bad_samples.py).
     """
     if fmt not in DATASET_BUILDERS:
         raise ConfigError(f"unknown dataset format '{fmt}'; valid: {', '.join(DATASET_BUILDERS)}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found")
-    return DATASET_BUILDERS[fmt](root, split, train=train, classes=classes,
-                                 transforms=transforms)
+    return DATASET_BUILDERS[fmt](root, split, train=train, classes=classes, transforms=transforms,
+                                 on_bad_sample=on_bad_sample)
 
 
 def collate_detection(batch):

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from tardistill.distill.adapters import build_fpn_adapters
+from tardistill.distill.class_map import ClassMap
 from tardistill.distill.decay import check_decay, decay_weight
 from tardistill.distill.losses import check_gate
 from tardistill.distill.methods import (
@@ -46,16 +47,19 @@ class Distiller(nn.Module):
 
     The weight, gate, mask and temperature arguments are TAR's; a baseline uses its paper's values
     (`baseline_losses.BASELINE_DEFAULTS`). `decay="auto"` is linear for TAR and the paper's
-    schedule (constant) for a baseline; any other decay applies to every method.
+    schedule (constant) for a baseline; any other decay applies to every method. `class_map`
+    (distill/class_map.py) lets a teacher trained on another label set guide the student: the
+    teacher's class outputs are gathered onto the student's classes before the head terms.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, method: str = "tar",
                  fpn_weight: float = 1.0, cls_weight: float = 1.0, reg_weight: float = 1.0,
                  beta: float = 0.5, truncate: bool = True, tau: float = 1.0, cls_gate: str = "adaptive",
                  reg_gate: str = "teacher_better", sharing: str = "student", decay: str = AUTO_DECAY,
-                 decay_kwargs: dict[str, Any] | None = None):
+                 decay_kwargs: dict[str, Any] | None = None, class_map: ClassMap | None = None):
         super().__init__()
-        self.kind = _check_pair(teacher, student)
+        self.kind = _check_pair(teacher, student, class_map)
+        self.class_map = class_map
         self.method, self.spec = method, check_method(method, self.kind)
         decay = resolve_decay(method, decay)
         _check_options({"fpn_weight": fpn_weight, "cls_weight": cls_weight, "reg_weight": reg_weight,
@@ -102,10 +106,11 @@ class Distiller(nn.Module):
             raise RuntimeError("Distiller.forward computes training losses; call distiller.train(), "
                                "or use distiller.student for predictions")
         if self.kind == "retinanet":
-            out = one_stage_forward(self.teacher, self.student, images, targets, **self.needs)
+            out = one_stage_forward(self.teacher, self.student, images, targets, class_map=self.class_map,
+                                    **self.needs)
         else:
             out = two_stage_forward(self.teacher, self.student, images, targets, sharing=self.sharing,
-                                    **self.needs)
+                                    class_map=self.class_map, **self.needs)
         losses = {f"det/{name}": value for name, value in out.det_losses.items()}
         losses.update(self.spec.terms(self, out))
         return losses
@@ -142,7 +147,7 @@ def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, s
         raise ConfigError(f"distill.decay_kwargs: {err} (valid: step_fraction, gamma)") from err
 
 
-def _check_pair(teacher: nn.Module, student: nn.Module) -> str:
+def _check_pair(teacher: nn.Module, student: nn.Module, class_map: ClassMap | None) -> str:
     """The pair's detector kind; ConfigError unless both are one supported kind and compatible."""
     kinds = detector_kind(teacher), detector_kind(student)
     if kinds[0] != kinds[1]:
@@ -152,7 +157,7 @@ def _check_pair(teacher: nn.Module, student: nn.Module) -> str:
         raise ConfigError(f"distill: distilling {kinds[0]} is not supported "
                           f"(supported: {', '.join(SUPPORTED_KINDS)})")
     if kinds[0] == "retinanet":
-        check_one_stage_pair(teacher, student)
+        check_one_stage_pair(teacher, student, class_map=class_map)
     else:
-        check_two_stage_pair(teacher, student)
+        check_two_stage_pair(teacher, student, class_map=class_map)
     return kinds[0]

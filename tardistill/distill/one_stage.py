@@ -17,11 +17,11 @@ from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.ops import box_iou
 
 from tardistill.distill.adapters import fpn_levels
+from tardistill.distill.class_map import ClassMap, check_class_counts
 from tardistill.distill.losses import (
     cls_gate, reg_distill_loss, reg_gate, selected_fraction, sigmoid_distill_loss)
 from tardistill.distill.two_stage import (
-    anchors_by_level, backbone_features, check_boxes, check_same_box_coder, check_same_classes,
-    check_same_preprocessing)
+    anchors_by_level, backbone_features, check_boxes, check_same_box_coder, check_same_preprocessing)
 from tardistill.errors import ConfigError
 
 
@@ -71,9 +71,11 @@ def _anchor_grid(model: RetinaNet) -> dict[str, tuple]:
     }
 
 
-def check_one_stage_pair(teacher: RetinaNet, student: RetinaNet) -> None:
-    """Raise ConfigError unless both RetinaNets share one batch, one anchor grid and one class list."""
-    check_same_classes(num_classes_of(teacher), num_classes_of(student))
+def check_one_stage_pair(teacher: RetinaNet, student: RetinaNet, *, class_map: ClassMap | None = None
+                         ) -> None:
+    """Raise ConfigError unless both RetinaNets share one batch, one anchor grid and one class list
+    (or classes that `class_map` maps onto each other)."""
+    check_class_counts(num_classes_of(teacher), num_classes_of(student), class_map)
     check_same_preprocessing(teacher, student)
     check_same_box_coder(teacher.box_coder.weights, student.box_coder.weights)
     t_grid, s_grid = _anchor_grid(teacher), _anchor_grid(student)
@@ -114,7 +116,8 @@ def _gather_targets(matched: Tensor, valid: Tensor, positive: Tensor,
 
 def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tensor],
                       targets: list[dict[str, Tensor]], *, teacher_features: bool = True,
-                      teacher_head: bool = True, level_anchors: bool = False) -> OneStageOutputs:
+                      teacher_head: bool = True, level_anchors: bool = False,
+                      class_map: ClassMap | None = None) -> OneStageOutputs:
     """Student training forward plus, on the same batch and anchors, the frozen teacher's outputs.
 
     Teacher outputs are computed under no_grad, not inference_mode: inference tensors may not be
@@ -123,6 +126,7 @@ def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tenso
     Args:
         teacher_features, teacher_head: skip the teacher parts no active KD term needs.
         level_anchors: also return every anchor by FPN level (FGFI's mask needs them).
+        class_map: gathers the teacher's class logits onto the student's classes.
     """
     image_list, targets = student.transform(images, targets)
     check_boxes(targets)
@@ -144,12 +148,13 @@ def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tenso
     if teacher_features or teacher_head:
         _add_teacher_outputs(out, teacher, image_list.tensors, valid, positive,
                              student_shape=s_head["cls_logits"].shape, features=teacher_features,
-                             head=teacher_head)
+                             head=teacher_head, class_map=class_map)
     return out
 
 
 def _add_teacher_outputs(out: OneStageOutputs, teacher: RetinaNet, images: Tensor, valid: Tensor,
-                         positive: Tensor, *, student_shape: torch.Size, features: bool, head: bool) -> None:
+                         positive: Tensor, *, student_shape: torch.Size, features: bool, head: bool,
+                         class_map: ClassMap | None) -> None:
     """Fill in the teacher's features and its head outputs on the same anchor rows as the student's."""
     with torch.no_grad():
         t_features = backbone_features(teacher, images)
@@ -157,11 +162,12 @@ def _add_teacher_outputs(out: OneStageOutputs, teacher: RetinaNet, images: Tenso
     out.teacher_features = t_features if features else None
     if t_head is None:
         return
-    if t_head["cls_logits"].shape != student_shape:
-        raise ConfigError(f"distill: the teacher head gives {tuple(t_head['cls_logits'].shape)} class "
+    t_logits = t_head["cls_logits"] if class_map is None else class_map.sigmoid_logits(t_head["cls_logits"])
+    if t_logits.shape != student_shape:
+        raise ConfigError(f"distill: the teacher head gives {tuple(t_logits.shape)} class "
                           f"outputs but the student {tuple(student_shape)}; their FPN levels differ in "
                           "size on this input")
-    out.teacher_logits = t_head["cls_logits"][valid]
+    out.teacher_logits = t_logits[valid]
     out.teacher_deltas = t_head["bbox_regression"][positive]
 
 

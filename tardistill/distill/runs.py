@@ -6,22 +6,26 @@ from pathlib import Path
 from typing import Any
 
 from tardistill.config import Config, DistillConfig
+from tardistill.distill.class_map import ClassMap, resolve_class_map
 from tardistill.distill.distiller import Distiller
 from tardistill.distill.methods import check_method
-from tardistill.engine.runs import check_same_classes, run_training
-from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, seed_everything
+from tardistill.distill.teacher import load_teacher
+from tardistill.engine.runs import run_training
+from tardistill.engine.setup import dataset_for, detector_from_config, seed_everything
 from tardistill.engine.trainer import PrefixedLosses
 from tardistill.errors import ConfigError
 from tardistill.models.weights import load_detector_weights
 
 
-def build_distiller(teacher, student, terms: DistillConfig) -> Distiller:
+def build_distiller(teacher, student, terms: DistillConfig, *, class_map: ClassMap | None = None
+                    ) -> Distiller:
     """A Distiller with the config's method and terms."""
     return Distiller(teacher, student, method=terms.method, fpn_weight=terms.fpn_weight,
                      cls_weight=terms.cls_weight, reg_weight=terms.reg_weight, beta=terms.beta,
                      truncate=terms.truncate, tau=terms.tau, cls_gate=terms.cls_gate,
                      reg_gate=terms.reg_gate, sharing=terms.sharing, decay=terms.decay,
-                     decay_kwargs={"step_fraction": terms.decay_step_fraction, "gamma": terms.decay_gamma})
+                     decay_kwargs={"step_fraction": terms.decay_step_fraction, "gamma": terms.decay_gamma},
+                     class_map=class_map)
 
 
 def distill_student(config: Config, out_dir: Path, *, resume: bool = False) -> dict[str, Any]:
@@ -40,9 +44,11 @@ def distill_student(config: Config, out_dir: Path, *, resume: bool = False) -> d
         load_detector_weights(student, Path(terms.student_checkpoint))
     model = PrefixedLosses(student)
     if terms.method != "none":
-        teacher, teacher_meta = load_detector(terms.teacher)
-        # Checked before training starts: a teacher trained on other classes cannot guide this student.
-        check_same_classes(teacher_meta["classes"], train_set.classes, Path(terms.teacher))
-        model = build_distiller(teacher, student, terms)
+        teacher, teacher_classes = load_teacher(terms, config.model)
+        # Checked before training starts: a teacher trained on other classes guides this student
+        # only through a class map.
+        class_map = resolve_class_map(terms.class_map, teacher_classes, train_set.classes,
+                                      teacher=terms.teacher)
+        model = build_distiller(teacher, student, terms, class_map=class_map)
     return run_training(config, model, student, train_set, out_dir, resume=resume,
                         meta={"role": "student", "teacher": terms.teacher})

@@ -16,6 +16,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
+from tardistill.distill.class_map import ClassMap, check_class_counts
 from tardistill.errors import ConfigError
 
 SHARINGS = ("student", "union")
@@ -72,13 +73,6 @@ def check_same_preprocessing(teacher: nn.Module, student: nn.Module) -> None:
                           "(one shared batch); differs: " + "; ".join(differ))
 
 
-def check_same_classes(n_teacher: int, n_student: int) -> None:
-    """Raise ConfigError unless both heads score the same number of classes (background included)."""
-    if n_teacher != n_student:
-        raise ConfigError(f"distill: teacher predicts {n_teacher} classes but student predicts "
-                          f"{n_student} (background included); they must share one class list")
-
-
 def check_same_box_coder(teacher_weights: tuple, student_weights: tuple) -> None:
     """Raise ConfigError unless both box coders encode deltas alike, so the deltas can be compared."""
     if tuple(teacher_weights) != tuple(student_weights):
@@ -86,13 +80,15 @@ def check_same_box_coder(teacher_weights: tuple, student_weights: tuple) -> None
                           f"{student_weights}), so their box deltas cannot be compared")
 
 
-def check_two_stage_pair(teacher: FasterRCNN, student: FasterRCNN) -> None:
-    """Raise ConfigError unless the two detectors can share one batch, one RoI set and one class list."""
+def check_two_stage_pair(teacher: FasterRCNN, student: FasterRCNN, *, class_map: ClassMap | None = None
+                         ) -> None:
+    """Raise ConfigError unless the two detectors can share one batch, one RoI set and one class list
+    (or classes that `class_map` maps onto each other)."""
     for role, model in (("teacher", teacher), ("student", student)):
         if model.roi_heads.has_mask() or model.roi_heads.has_keypoint():
             raise ConfigError(f"distill: the {role} has mask or keypoint heads; only box detectors "
                               "are supported")
-    check_same_classes(num_classes_of(teacher), num_classes_of(student))
+    check_class_counts(num_classes_of(teacher), num_classes_of(student), class_map)
     check_same_preprocessing(teacher, student)
     check_same_box_coder(teacher.roi_heads.box_coder.weights, student.roi_heads.box_coder.weights)
 
@@ -158,7 +154,7 @@ def anchors_by_level(generator: AnchorGenerator, images: ImageList, features: li
 def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Tensor],
                       targets: list[dict[str, Tensor]], *, sharing: str = "student",
                       teacher_features: bool = True, teacher_head: bool = True,
-                      level_anchors: bool = False) -> TwoStageOutputs:
+                      level_anchors: bool = False, class_map: ClassMap | None = None) -> TwoStageOutputs:
     """Student training forward plus, on the same batch and RoIs, the frozen teacher's outputs.
 
     Teacher outputs are computed under no_grad, not inference_mode: inference tensors may not be
@@ -169,6 +165,7 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
             proposals, its own post-NMS top-N per image, before sampling).
         teacher_features, teacher_head: skip the teacher parts no active KD term needs.
         level_anchors: also return the RPN's anchors by FPN level (FGFI's mask needs them).
+        class_map: gathers the teacher's logits and deltas onto the student's classes.
     """
     if sharing not in SHARINGS:
         raise ConfigError(f"distill.sharing: unknown value '{sharing}' (valid: {', '.join(SHARINGS)})")
@@ -202,4 +199,7 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
         with torch.no_grad():
             out.teacher_logits, out.teacher_deltas = _box_head(teacher, t_features, rois,
                                                                image_list.image_sizes)
+            if class_map is not None:
+                out.teacher_logits = class_map.softmax_logits(out.teacher_logits)
+                out.teacher_deltas = class_map.class_deltas(out.teacher_deltas)
     return out

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from tardistill.errors import SampleSkipped
 from tardistill.metrics import coco_metrics, voc_metrics
 
 
@@ -18,12 +19,25 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 8,
     model.eval()
     try:
         for start in range(0, len(dataset), batch_size):
-            indices = range(start, min(start + batch_size, len(dataset)))
-            images = [dataset[i][0].to(device) for i in indices]
-            for index, output in zip(indices, model(images)):
+            loaded = _loadable_images(dataset, range(start, min(start + batch_size, len(dataset))))
+            if not loaded:
+                continue
+            indices, images = zip(*loaded)
+            for index, output in zip(indices, model([image.to(device) for image in images])):
                 yield index, {k: v.cpu() for k, v in output.items()}
     finally:
         model.train(was_training)
+
+
+def _loadable_images(dataset, indices) -> list[tuple[int, torch.Tensor]]:
+    """(index, image) pairs; an image left out under data.on_bad_sample: skip is not scored."""
+    loaded = []
+    for index in indices:
+        try:
+            loaded.append((index, dataset[index][0]))
+        except SampleSkipped:  # the dataset has dropped it from its ground truth too
+            continue
+    return loaded
 
 
 def to_coco_results(outputs, *, image_key, category_of) -> list[dict]:

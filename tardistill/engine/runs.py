@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tardistill.config import Config, config_to_dict, save_config
+from tardistill.data.bad_samples import merge_reasons, skipped_report
 from tardistill.engine.evaluator import evaluate
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_config,
@@ -68,15 +69,17 @@ def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Modu
                 hooks=make_hooks(config, detector, val_set, meta, device), device=device,
                 amp=use_bf16(config.train.amp, device), resume=resume, log_every=config.train.log_every,
                 eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every,
-                seed=config.seed)
-    return {**state, "parameters": count_parameters(detector)}
+                seed=config.seed, skip_nonfinite=config.train.skip_nonfinite)
+    skipped = merge_reasons(train_set.bad_samples.reasons, state["skipped_samples"],
+                            val_set.bad_samples.reasons)
+    return {**state, "skipped_samples": skipped, "parameters": count_parameters(detector)}
 
 
-def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str) -> dict[str, float]:
-    """Metrics of a saved detector on one split of the configured dataset."""
+def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None) -> dict[str, float]:
+    """Metrics of a saved detector on one split (or on `dataset`, already built from that split)."""
     device = select_device(config.train.device)
     detector, meta = load_detector(checkpoint)
-    dataset = dataset_for(config.data, split, train=False)
+    dataset = dataset if dataset is not None else dataset_for(config.data, split, train=False)
     check_same_classes(meta["classes"], dataset.classes, checkpoint)
     return evaluate(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
 
@@ -91,7 +94,12 @@ def finish_run(config: Config, out: Path, state: dict[str, Any]) -> dict[str, An
     """Score the best checkpoint (picked on val) on the test split and write result.json."""
     best = out / "best.safetensors"
     checkpoint = best if best.is_file() else out / "final.safetensors"
-    test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split)
-    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics}
+    test_set = dataset_for(config.data, config.data.test_split, train=False)
+    test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split, dataset=test_set)
+    skipped = skipped_report(merge_reasons(state.get("skipped_samples", []), test_set.bad_samples.reasons))
+    if skipped["count"]:
+        log.warning("skipped %d bad samples (data.on_bad_sample: skip); all reasons are in %s, the first: %s",
+                    skipped["count"], out / "result.json", " | ".join(skipped["reasons"][:3]))
+    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics, "skipped_samples": skipped}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result

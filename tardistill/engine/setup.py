@@ -54,7 +54,7 @@ def dataset_for(data: DataConfig, split: str, *, train: bool):
     """One split of the configured dataset; training splits get flip and jitter augmentation."""
     transforms = build_train_transforms(flip=data.flip, jitter=data.jitter) if train else None
     return build_dataset(data.format, data.root, split, train=train, classes=data.classes,
-                         transforms=transforms)
+                         transforms=transforms, on_bad_sample=data.on_bad_sample)
 
 
 def batch_stream(dataset, *, batch_size: int, seed: int, num_workers: int):

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tardistill.data.bad_samples import merge_reasons, pop_skipped
 from tardistill.engine.run_log import RunLog
-from tardistill.errors import TardistillError
 from tardistill.engine.schedule import lr_factor
+from tardistill.errors import NonFiniteLossError, TardistillError
 from tardistill.models.checkpoint import (flatten_optimizer_state, load_checkpoint, save_checkpoint,
                                           unflatten_optimizer_state)
 
@@ -69,20 +70,21 @@ class Hooks:
 
 def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
         hooks: Hooks, device: torch.device, amp: bool = False, resume: bool = False, log_every: int = 20,
-        eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0) -> dict[str, Any]:
+        eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0, skip_nonfinite: bool = False) -> dict[str, Any]:
     """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
 
     Args:
         make_batches: start_step -> iterator of (images, targets) from that step on, so a resumed
             run sees the batches it would have seen (see ResumableBatchSampler).
+        skip_nonfinite: skip a step whose loss or gradients are NaN or inf, instead of stopping.
     Returns:
-        {"step", "best_metric", "best_step", "wall_s"}.
+        {"step", "best_metric", "best_step", "wall_s", "skipped_steps" (non-finite steps skipped),
+        "skipped_samples" (reasons for training images replaced under data.on_bad_sample: skip)}.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"step": 0, "best_metric": -math.inf, "best_step": -1, "wall_s": 0.0}
-    if resume and (out_dir / TRAIN_STATE).is_file():
-        state = _restore(out_dir / TRAIN_STATE, model, optimizer)
-        log.info("resumed from %s at step %d", out_dir / TRAIN_STATE, state["step"])
+    state = _start_state(out_dir, model, optimizer, resume=resume)
+    # The step of the training state on disk (a resumed run starts from one), named if a NaN stops the run.
+    saved_step = state["step"] or None
     base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for group, lr in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = lr
@@ -99,20 +101,24 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
             # makes every step reproducible, including after an interruption and --resume.
             torch.manual_seed(seed * 1_000_003 + step)
             images, targets = next(stream)
+            state["skipped_samples"] = merge_reasons(state["skipped_samples"], pop_skipped(targets))
             scalars = _train_step(model, images, targets, optimizer, schedule, base_lrs, step=step,
-                                  device=device, amp=amp)
+                                  device=device, amp=amp, skip_nonfinite=skip_nonfinite)
             state["step"] = step + 1
             state["wall_s"] = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(_console_scalars(scalars))
-            if state["step"] % log_every == 0 or state["step"] == schedule.iterations:
-                run_log.write(state["step"], scalars)
-                if bar.disable:  # no terminal (a background run): a log line stands in for the bar
-                    log.info("step %d/%d %s", state["step"], schedule.iterations,
-                             " ".join(f"{k}={v}" for k, v in _console_scalars(scalars).items()))
+            if scalars is None:
+                state["skipped_steps"] += 1
+            else:
+                _report(scalars, state["step"], schedule.iterations, run_log, bar, log_every)
             _maybe_evaluate(state, hooks, run_log, out_dir, model, eval_every, schedule.iterations)
             if checkpoint_every and state["step"] % checkpoint_every == 0:
                 _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+                saved_step = state["step"]
+    except NonFiniteLossError as error:
+        # The weights that produced a NaN may be broken already: saving them would overwrite the
+        # last good training state, which --resume needs.
+        raise NonFiniteLossError(f"{error}; {_last_good_state(out_dir, saved_step)}") from None
     except BaseException:
         # Keep completed work: an interrupted or failed run can continue with --resume.
         if state["step"] > 0:
@@ -126,10 +132,47 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
     _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
     if hooks.save_model is not None:
         hooks.save_model(out_dir / "final.safetensors", {"step": state["step"], "wall_s": state["wall_s"]})
+    if state["skipped_steps"]:
+        log.warning("%d of %d steps were skipped for a non-finite loss or gradient",
+                    state["skipped_steps"], state["step"])
     return state
 
 
-def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs, *, step, device, amp):
+def _start_state(out_dir: Path, model, optimizer, *, resume: bool) -> dict[str, Any]:
+    """A fresh trainer state, or the saved one (model and optimizer restored) when resuming."""
+    state = {"step": 0, "best_metric": -math.inf, "best_step": -1, "wall_s": 0.0, "skipped_steps": 0,
+             "skipped_samples": []}
+    if resume and (out_dir / TRAIN_STATE).is_file():
+        # Merged into the fresh state, so a state saved before a key existed still resumes.
+        state.update(_restore(out_dir / TRAIN_STATE, model, optimizer))
+        log.info("resumed from %s at step %d", out_dir / TRAIN_STATE, state["step"])
+    return state
+
+
+def _last_good_state(out_dir: Path, saved_step: int | None) -> str:
+    if saved_step is None:
+        return "no training state was saved yet"
+    # A resumed run replays the same batches and seeds, so it needs a change to get past the NaN.
+    return (f"the last good training state is step {saved_step} in {out_dir / TRAIN_STATE}; continue from "
+            f"it with --resume --set train.skip_nonfinite=true")
+
+
+def _report(scalars: dict[str, float], step: int, total_steps: int, run_log: RunLog, bar, log_every: int) -> None:
+    """Progress bar, metrics.jsonl every `log_every` steps, and a log line when there is no terminal."""
+    bar.set_postfix(_console_scalars(scalars))
+    if step % log_every == 0 or step == total_steps:
+        run_log.write(step, scalars)
+        if bar.disable:  # no terminal (a background run): a log line stands in for the bar
+            log.info("step %d/%d %s", step, total_steps,
+                     " ".join(f"{k}={v}" for k, v in _console_scalars(scalars).items()))
+
+
+def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs, *, step, device, amp,
+                skip_nonfinite=False):
+    """One optimizer update, or None for a step skipped for a NaN or inf (with `skip_nonfinite`).
+
+    Without `skip_nonfinite` a NaN or inf raises NonFiniteLossError before the weights change.
+    """
     factor = schedule.factor(step)
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
@@ -139,19 +182,43 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     with autocast:
         losses = model(images, targets)
     total, weights = weighted_total(model, losses, step, schedule.iterations)
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"loss is {total.item()} at step {step}: "
-                                 f"{ {k: round(float(v), 4) for k, v in losses.items()} }")
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if schedule.clip_grad_norm > 0:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad_norm)
+    try:
+        _check_finite_losses(losses, total, step)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        _clip_and_check_gradients(optimizer, schedule.clip_grad_norm, step)
+    except NonFiniteLossError as error:
+        if not skip_nonfinite:
+            raise
+        optimizer.zero_grad(set_to_none=True)
+        log.warning("%s; step skipped (train.skip_nonfinite)", error)
+        return None
     optimizer.step()
     scalars = {k: float(v.detach()) for k, v in losses.items()}
     scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
     scalars.update(loss=float(total.detach()), lr=optimizer.param_groups[0]["lr"])
     return scalars
+
+
+def _check_finite_losses(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> None:
+    """Name the first loss term that is NaN or inf (stat/* are statistics, not losses)."""
+    if torch.isfinite(total):
+        return
+    for name, value in losses.items():
+        if not name.startswith("stat/") and not torch.isfinite(value.detach()).all():
+            raise NonFiniteLossError(f"step {step + 1}: loss term {name} is {float(value.detach().sum())}")
+    raise NonFiniteLossError(f"step {step + 1}: the weighted total loss is {float(total)}")
+
+
+def _clip_and_check_gradients(optimizer, clip_grad_norm: float, step: int) -> None:
+    """Clip gradients to `clip_grad_norm` (0: no clipping); a NaN or inf gradient norm raises."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # clip_grad_norm_ in two halves, so that the norm is checked before it scales anything.
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if not torch.isfinite(norm):
+        raise NonFiniteLossError(f"step {step + 1}: the gradient norm is {float(norm)}")
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, norm)
 
 
 def weighted_total(model: nn.Module, losses: dict[str, torch.Tensor], step: int,
@@ -199,6 +266,7 @@ def _save_train_state(path: Path, model, optimizer, state) -> None:
 
 
 def _restore(path: Path, model, optimizer) -> dict[str, Any]:
+    """Load the model and optimizer state saved by `_save_train_state`; returns the trainer state."""
     tensors, meta = load_checkpoint(path)
     model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     missing, unexpected = model.load_state_dict(model_state, strict=False)

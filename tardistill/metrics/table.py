@@ -14,8 +14,16 @@ def _percent(value: float | None) -> str:
     return f"{100.0 * value:.1f}"
 
 
-def format_table(header: list[str], body: list[list[str]], title: str | None = None) -> str:
-    """Left-align the first column, right-align the others, and rule off the header."""
+def format_table(header: list[str], body: list[list[str]], title: str | None = None, *,
+                 markdown: bool = False) -> str:
+    """Left-align the first column, right-align the others, and rule off the header.
+
+    markdown: a GitHub table (| cells |, the rule marks the alignment) instead of plain text.
+    """
+    if markdown:
+        rule = ["---", *("---:" for _ in header[1:])]
+        lines = ["| " + " | ".join(cells) + " |" for cells in [header, rule, *body]]
+        return "\n".join([title, *lines] if title else lines)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from tardistill.errors import ConfigError
 from tardistill.models.backbones import build_fpn_backbone
 from tardistill.models.weights import load_backbone_weights, load_detector_weights
+from tardistill.models.zoo import build_zoo_detector, zoo_architecture
 
 DETECTOR_KINDS = ("faster_rcnn", "retinanet")
 
@@ -24,43 +26,67 @@ def build_detector(kind: str, backbone: str, *, num_classes: int, width_multipli
                    rpn_pre_nms_top_n_test: int = 1000, rpn_post_nms_top_n_test: int = 1000,
                    rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 512,
                    detections_per_image: int = 100, score_threshold: float = 0.05,
+                   architecture: str | None = None, pretrained_setup: bool | None = None,
                    weights: str | None = None, backbone_weights: str | None = None) -> nn.Module:
     """Build a detector for `num_classes` object classes (background is added here).
 
     Args:
         anchor_sizes: one base size per FPN level; RetinaNet adds the 2^(1/3), 2^(2/3) octave scales.
+        architecture: a torchvision model-zoo builder (models/zoo.py), e.g. fasterrcnn_resnet50_fpn_v2.
+            It fixes the backbone, FPN, head and anchors, so backbone, width_multiplier,
+            fpn_channels, head_width and anchor_sizes are not used; the image size, proposal counts
+            and thresholds still are.
+        pretrained_setup: set a zoo model up for loaded weights as torchvision does (frozen batch
+            norm, frozen first stages); None means "when weights or backbone_weights is given".
         weights, backbone_weights: local files only; nothing is ever downloaded.
     """
     if kind not in DETECTOR_KINDS:
         raise ConfigError(f"model.kind: unknown detector '{kind}' (valid: {', '.join(DETECTOR_KINDS)})")
-    fpn = build_fpn_backbone(backbone, kind=kind, width_multiplier=width_multiplier, fpn_channels=fpn_channels)
+    common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_image)
+    if kind == "retinanet":
+        settings = dict(common, score_thresh=score_threshold)
+    else:
+        settings = dict(common, rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+                        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+                        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+                        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+                        rpn_batch_size_per_image=rpn_batch_size_per_image,
+                        box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=score_threshold)
+    if architecture:
+        zoo_architecture(architecture, kind)
+        if pretrained_setup is None:
+            pretrained_setup = bool(weights or backbone_weights)
+        model = build_zoo_detector(architecture, num_classes=num_classes, pretrained=pretrained_setup,
+                                   **settings)
+    else:
+        fpn = build_fpn_backbone(backbone, kind=kind, width_multiplier=width_multiplier,
+                                 fpn_channels=fpn_channels)
+        model = _build_own(kind, fpn, backbone=backbone, num_classes=num_classes, head_width=head_width,
+                           anchor_sizes=anchor_sizes, image_size=min_size, settings=settings)
     if backbone_weights:
-        load_backbone_weights(fpn.body, Path(backbone_weights))
-    num_levels = _count_levels(fpn, min_size)
+        load_backbone_weights(model.backbone.body, Path(backbone_weights))
+    if weights:
+        load_detector_weights(model, Path(weights))
+    return model
+
+
+def _build_own(kind: str, fpn: nn.Module, *, backbone: str, num_classes: int, head_width: int,
+               anchor_sizes: list[int] | None, image_size: int, settings: dict[str, Any]) -> nn.Module:
+    """Faster R-CNN or RetinaNet on this project's FPN backbone, with one anchor size per level."""
+    num_levels = _count_levels(fpn, image_size)
     sizes = list(anchor_sizes or [16, 32, 64, 128, 256])
     if len(sizes) != num_levels:
         raise ConfigError(f"model.anchor_sizes: {len(sizes)} sizes given, but the {backbone} FPN "
                           f"for {kind} has {num_levels} levels")
-    common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_image)
     if kind == "retinanet":
         anchors = AnchorGenerator(tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in sizes),
                                   ((0.5, 1.0, 2.0),) * num_levels)
-        model = RetinaNet(fpn, num_classes + 1, anchor_generator=anchors,
-                          score_thresh=score_threshold, **common)
-    else:
-        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * num_levels)
-        resolution = 7
-        box_head = TwoMLPHead(fpn.out_channels * resolution**2, head_width)
-        model = FasterRCNN(
-            fpn, None, rpn_anchor_generator=anchors, box_head=box_head,
-            box_predictor=FastRCNNPredictor(head_width, num_classes + 1),
-            rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-            rpn_batch_size_per_image=rpn_batch_size_per_image,
-            box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=score_threshold, **common)
-    if weights:
-        load_detector_weights(model, Path(weights))
-    return model
+        return RetinaNet(fpn, num_classes + 1, anchor_generator=anchors, **settings)
+    anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * num_levels)
+    resolution = 7
+    box_head = TwoMLPHead(fpn.out_channels * resolution**2, head_width)
+    return FasterRCNN(fpn, None, rpn_anchor_generator=anchors, box_head=box_head,
+                      box_predictor=FastRCNNPredictor(head_width, num_classes + 1), **settings)
 
 
 def _count_levels(fpn: nn.Module, image_size: int) -> int:

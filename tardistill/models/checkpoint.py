@@ -28,8 +28,14 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     # safetensors refuses tensors that share memory or are not contiguous; clone the few that are.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        with open(tmp, "rb") as written:  # on disk before the rename, so a power cut cannot leave half a file
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint at `path` is untouched
+        raise
     return path
 
 

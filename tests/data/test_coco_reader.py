@@ -115,7 +115,7 @@ def test_missing_required_key(tmp_path):
 
 def test_unknown_category_is_an_error(tmp_path):
     coco = _coco([_image(1, "a.png")], [_ann(9, 1, 99, [0, 0, 4, 4])])
-    with pytest.raises(DataError, match="annotation id 9 has unknown category_id 99"):
+    with pytest.raises(DataError, match=r"ann\.json: annotations\[0\] \(id 9\) has unknown category_id 99"):
         _build(tmp_path, coco)
 
 

@@ -88,7 +88,7 @@ def test_malformed_xml_names_file(tmp_path):
 def test_unknown_class_named(tmp_path):
     path = tmp_path / "a.xml"
     path.write_text(_xml([_object_xml("unicorn", (1, 1, 5, 5))]))
-    with pytest.raises(DataError, match=r"a\.xml: class 'unicorn' not in data\.classes"):
+    with pytest.raises(DataError, match=r"a\.xml: object #0: class 'unicorn' not in data\.classes"):
         read_voc_annotation(path, VOC_CLASSES)
 
 

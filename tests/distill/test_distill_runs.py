@@ -12,7 +12,7 @@ from tardistill.models.checkpoint import load_checkpoint, save_checkpoint
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory, tiny_synth):
-    from conftest import TINY_MODEL
+    from tests.conftest import TINY_MODEL
 
     out = tmp_path_factory.mktemp("teacher")
     overrides = [*TINY_MODEL, "model.width_multiplier=0.25", "model.fpn_channels=32", f"data.root={tiny_synth}",

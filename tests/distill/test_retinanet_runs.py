@@ -14,7 +14,7 @@ RETINANET = ["model.kind=retinanet", "train.iterations=2", "train.eval_every=0",
 
 @pytest.fixture(scope="module")
 def tiny_retina_teacher(tmp_path_factory, tiny_synth):
-    from conftest import TINY_MODEL
+    from tests.conftest import TINY_MODEL
 
     out = tmp_path_factory.mktemp("retina_teacher")
     overrides = [*TINY_MODEL, *RETINANET, "model.width_multiplier=0.25", "model.fpn_channels=32",

@@ -1,0 +1,49 @@
+"""The reproduction report: a replaceable RESULTS.md section, results.json and the plots."""
+
+import json
+
+from tardistill.bench.presets import PRESETS
+from tardistill.bench.report import write_report
+
+CPU = PRESETS["cpu"]
+
+
+def fake_run(out, key, detector, method, variant, seed, ap):
+    """A finished run as bench reproduce leaves it: a record and the run's metrics.jsonl."""
+    run_dir = out / "runs" / key
+    run_dir.mkdir(parents=True)
+    lines = [{"step": s, "kind": "train", "stat/decay_w": 1 - s / 100, "stat/cls_gate_rate": 0.9,
+              "stat/reg_gate_rate": 0.6} for s in (20, 40)]
+    lines += [{"step": s, "kind": "val", "AP": ap * s / 100} for s in (50, 100)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    record = {"detector": detector, "method": method, "variant": variant, "seed": seed, "group": "components",
+              "key": key, "preset": "cpu", "ap": ap, "ap50": ap + 0.2, "iterations": 100, "wall_s": 60.0,
+              "machine": "test CPU", "finished": "2026-11-27T23:00:00+00:00"}
+    (out / "records").mkdir(exist_ok=True)
+    (out / "records" / f"{key}.json").write_text(json.dumps(record))
+
+
+def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
+    out, docs = tmp_path / "sweep", tmp_path / "docs"
+    fake_run(out, "faster_rcnn-teacher-default-s0", "faster_rcnn", "teacher", "default", 0, 0.5)
+    fake_run(out, "faster_rcnn-none-student-s0", "faster_rcnn", "none", "student", 0, 0.3)
+    fake_run(out, "faster_rcnn-tar-full-s0", "faster_rcnn", "tar", "full", 0, 0.4)
+    docs.mkdir()
+    (docs / "RESULTS.md").write_text("# Results\n\nhand-written text\n")
+    (docs / "results.json").write_text(json.dumps([{"preset": "gpu", "method": "teacher", "ap": 0.6}]))
+
+    for _ in range(2):
+        written = write_report(CPU, out, docs=docs, seeds=3, measure_performance=False)
+
+    text = (docs / "RESULTS.md").read_text()
+    assert text.count("## Reproduction benchmark, `cpu` preset") == 1
+    assert "hand-written text" in text
+    assert "| full method, linear decay | 40.0 | 60.0 | 1 | +10.0 |" in text
+    assert "The TAR student reaches the teacher: did not hold (-10.0 AP, one seed); TAR closes 50%" in text
+    assert "3 of 36 planned runs finished" in text
+    records = json.loads((docs / "results.json").read_text())
+    assert {r["preset"] for r in records} == {"gpu", "cpu"} and len(records) == 4
+    teacher = next(r for r in records if r["preset"] == "cpu" and r["method"] == "teacher")
+    assert {"detector", "method", "variant", "seed", "ap", "ap50", "iterations", "wall_s"} <= set(teacher)
+    for png in written[2:]:
+        assert png.read_bytes().startswith(b"\x89PNG")

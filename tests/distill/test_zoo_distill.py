@@ -1,0 +1,83 @@
+"""A torchvision zoo pair end to end: a COCO-class fasterrcnn_resnet50_fpn_v2 teacher, read from a
+reference-script checkpoint, distils into fasterrcnn_mobilenet_v3_large_fpn on the 10 synthetic classes."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from tardistill.commands import distill
+from tardistill.config import load_config
+from tardistill.data.synthetic import SYNTH_CLASSES
+from tardistill.distill.teacher import load_teacher
+from tardistill.engine.setup import load_detector
+from tardistill.errors import ConfigError, TardistillError
+from tardistill.models.zoo import build_zoo_detector, coco_classes
+
+# The synthetic shapes have no COCO counterpart; any one-to-one map exercises the gathering.
+SHAPES_TO_COCO = dict(zip(SYNTH_CLASSES, range(1, 11)))
+
+
+@pytest.fixture(scope="module")
+def coco_teacher_checkpoint(tmp_path_factory):
+    """A randomly initialised R50-FPN v2 with torchvision's 91 COCO outputs, saved as the reference
+    script saves its checkpoints (pickled argparse.Namespace included)."""
+    torch.manual_seed(0)
+    teacher = build_zoo_detector("fasterrcnn_resnet50_fpn_v2", num_classes=len(coco_classes()), pretrained=True)
+    path = tmp_path_factory.mktemp("zoo") / "model_25.pth"
+    torch.save({"model": teacher.state_dict(), "args": argparse.Namespace(model="fasterrcnn_resnet50_fpn_v2"),
+                "epoch": 25}, path)
+    return path
+
+
+def zoo_overrides(tiny_synth, teacher):
+    return [f"data.root={tiny_synth}", "model.architecture=fasterrcnn_mobilenet_v3_large_fpn",
+            "model.min_size=64", "model.max_size=64", "model.rpn_pre_nms_top_n_train=200",
+            "model.rpn_post_nms_top_n_train=100", "model.rpn_pre_nms_top_n_test=100",
+            "model.rpn_post_nms_top_n_test=50", "model.box_batch_size_per_image=32",
+            "model.rpn_batch_size_per_image=64", "train.iterations=2", "train.batch_size=2",
+            "train.warmup_iterations=1", "train.eval_every=0", "train.log_every=1", "train.lr=0.01",
+            f"distill.teacher={teacher}", "distill.teacher_architecture=fasterrcnn_resnet50_fpn_v2",
+            "distill.teacher_classes=coco",
+            *(f"distill.class_map.{name}={label}" for name, label in SHAPES_TO_COCO.items())]
+
+
+def test_zoo_teacher_distils_heads_and_refuses_fpn_imitation(tmp_path, tiny_synth, coco_teacher_checkpoint):
+    overrides = zoo_overrides(tiny_synth, coco_teacher_checkpoint)
+    # R50-FPN has levels at strides 4, 8, 16, 32, 64; the MobileNet FPN at 32, 32 and 64
+    with pytest.raises(ConfigError, match=r"FPN imitation needs the same FPN levels and strides.*"
+                                          r"set distill.fpn_weight=0 to distill only the detection heads"):
+        distill(None, [*overrides, "distill.fpn_weight=1.0"], tmp_path / "refused")
+    assert not (tmp_path / "refused" / "metrics.jsonl").exists()
+
+    result = distill(None, [*overrides, "distill.fpn_weight=0"], tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert len(steps) == 2 and all("kd/cls" in r and "kd/reg" in r and "kd/fpn" not in r for r in steps)
+    student, meta = load_detector(result["checkpoint"])  # a plain torchvision MobileNet Faster R-CNN
+    assert meta["classes"] == list(SYNTH_CLASSES)
+    assert student.roi_heads.box_predictor.cls_score.out_features == len(SYNTH_CLASSES) + 1
+
+
+def test_zoo_teacher_on_other_classes_needs_a_map(tmp_path, tiny_synth, coco_teacher_checkpoint):
+    overrides = [o for o in zoo_overrides(tiny_synth, coco_teacher_checkpoint) if "class_map" not in o]
+    with pytest.raises(ConfigError, match=r"different classes \(90 teacher and 10 student classes; only the "
+                                          r"student has circle, hexagon.*only the teacher has person"):
+        distill(None, [*overrides, "distill.fpn_weight=0"], tmp_path / "run")
+    with pytest.raises(TardistillError, match=r"the weights do not fit the model \(roi_heads.box_predictor"
+                                              r".cls_score.weight is \[91, 1024\] in the file, \[3, 1024\]"):
+        distill(None, [*overrides, "distill.teacher_classes=[a, b]"], tmp_path / "run")
+
+
+def test_zoo_teacher_settings_are_checked():
+    config = load_config(None, ["distill.teacher=t.safetensors", "distill.teacher_classes=coco"])
+    with pytest.raises(ConfigError, match="distill.teacher_classes: only for a teacher named by "
+                                          "distill.teacher_architecture"):
+        load_teacher(config.distill, config.model)
+    config.distill.teacher_architecture = "fasterrcnn_resnet18_fpn"
+    with pytest.raises(ConfigError, match="distill.teacher_architecture: unknown architecture"):
+        load_teacher(config.distill, config.model)
+    config.distill.teacher_architecture, config.distill.teacher_classes = "fasterrcnn_resnet50_fpn", "voc"
+    with pytest.raises(ConfigError, match="distill.teacher_classes: name the zoo teacher's classes"):
+        load_teacher(config.distill, config.model)
