@@ -26,7 +26,8 @@ def _series(run_dir: Path, kind: str, name: str) -> tuple[list[int], list[float]
 def _save(figure, path: Path) -> Path:
     for axis in figure.axes:
         if axis.get_legend_handles_labels()[0]:  # a run group may have no finished runs yet
-        path.parent.mkdir(parents=True, exist_ok=True)
+            axis.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
