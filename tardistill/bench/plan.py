@@ -4,8 +4,8 @@ Groups:
 - reference: the teachers (trained once, cached) and the students trained alone.
 - components: the paper's ablation, each TAR part alone and the full method with and without
   decay, for every seed.
-- choices: the options the paper leaves open (gates, Gaussian beta, decay form, sharing), each
-  changed alone from the full method.
+- choices: the options the paper leaves open (gates, Gaussian beta, decay form, sharing) and the
+  loss weights, each changed alone from the full method.
 - baselines: FitNet, FGFI, Chen et al. 2017 and FGD on the same teacher, student and schedule.
 - retinanet: teacher, student alone and TAR for the one-stage detector.
 """
@@ -37,6 +37,9 @@ CHOICES = {
     "decay=step": ("distill.decay=step",),
     "decay=exp": ("distill.decay=exp",),
     "sharing=union": ("distill.sharing=union",),
+    # lambda_fpn was set from the step-0 loss scale only; x4 tells whether FPN imitation is under-weighted
+    "fpn_weight=x4": ("distill.fpn_weight=0.002",),
+    "head_weights=x3": ("distill.cls_weight=3", "distill.reg_weight=3"),
 }
 BASELINES = ("fitnet", "fgfi", "chen2017", "fgd")
 

@@ -30,9 +30,10 @@ def _markers(preset: Preset) -> tuple[str, str]:
 
 
 def _table(rows: list[Row], reference: Row | None, *, reference_name: str) -> str:
-    """A markdown table of mean ± std AP and AP50, with each row's AP difference to the reference."""
-    head = ["", "AP", "AP50", "seeds", f"AP vs {reference_name}"]
-    body = [[r.label, mean_std(r.ap), mean_std(r.ap50), str(r.n),
+    """A markdown table of mean ± std test AP and AP50 and best validation AP, with each row's test AP
+    difference to the reference."""
+    head = ["", "AP", "AP50", "val AP", "seeds", f"AP vs {reference_name}"]
+    body = [[r.label, mean_std(r.ap), mean_std(r.ap50), mean_std(r.val_ap), str(r.n),
              "" if reference is None or r is reference else f"{100 * (r.mean_ap - reference.mean_ap):+.1f}"]
             for r in rows]
     return format_table(head, body, markdown=True)
@@ -103,8 +104,9 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         f"{len(records)} of {planned} planned runs finished"
         + (f" ({dates[0]} to {dates[-1]})" if dates else "") + f", on {', '.join(machines)}; "
         f"{preset.jobs} run(s) at a time, {preset.threads or 'all'} torch thread(s) each; "
-        f"{run_minutes:.0f} min of training summed over runs. Test split; the checkpoint of each run is the "
-        f"best on the validation split. Data: {preset.data['num_train']} / {preset.data['num_val']} / "
+        f"{run_minutes:.0f} min of training summed over runs. AP and AP50 are on the test split, from the "
+        f"checkpoint of each run that was best on the validation split; val AP is that best validation AP, the "
+        f"number to choose settings by. Data: {preset.data['num_train']} / {preset.data['num_val']} / "
         f"{preset.data['num_test']} images at {preset.data['image_size']} px. Students train "
         f"{preset.student_iterations['faster_rcnn']} iterations (teachers {preset.teacher_iterations['faster_rcnn']}"
         f" Faster R-CNN, {preset.teacher_iterations['retinanet']} RetinaNet); runs of groups "

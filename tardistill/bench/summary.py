@@ -25,6 +25,7 @@ class Row:
     label: str
     ap: list[float]
     ap50: list[float]
+    val_ap: list[float]  # best validation AP of each run: what choices are judged by (never test)
 
     @property
     def n(self) -> int:
@@ -49,11 +50,15 @@ def row(label: str, records: list[dict]) -> Row | None:
     if not records:
         return None
     ordered = sorted(records, key=lambda r: r["seed"])
-    return Row(label, [r["ap"] for r in ordered], [r["ap50"] for r in ordered])
+    return Row(label, [r["ap"] for r in ordered], [r["ap50"] for r in ordered],
+               [max((ap for _, ap in r.get("val_curve") or []), default=float("nan")) for r in ordered])
 
 
 def mean_std(values: list[float]) -> str:
-    """'38.4 ± 0.5' in AP points; a single value has no ±."""
+    """'38.4 ± 0.5' in AP points; a single value has no ±; missing values (NaN) are left out."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
     return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"

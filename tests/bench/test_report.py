@@ -17,7 +17,7 @@ def fake_run(out, key, detector, method, variant, seed, ap):
     lines += [{"step": s, "kind": "val", "AP": ap * s / 100} for s in (50, 100)]
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
     record = {"detector": detector, "method": method, "variant": variant, "seed": seed, "group": "components",
-              "key": key, "preset": "cpu", "ap": ap, "ap50": ap + 0.2, "iterations": 100, "wall_s": 60.0,
+              "key": key, "preset": "cpu", "ap": ap, "ap50": ap + 0.2, "val_curve": [[50, ap / 2], [100, ap]], "iterations": 100, "wall_s": 60.0,
               "machine": "test CPU", "finished": "2026-11-27T23:00:00+00:00"}
     (out / "records").mkdir(exist_ok=True)
     (out / "records" / f"{key}.json").write_text(json.dumps(record))
@@ -38,9 +38,9 @@ def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
     text = (docs / "RESULTS.md").read_text()
     assert text.count("## Reproduction benchmark, `cpu` preset") == 1
     assert "hand-written text" in text
-    assert "| full method, linear decay | 40.0 | 60.0 | 1 | +10.0 |" in text
+    assert "| full method, linear decay | 40.0 | 60.0 | 40.0 | 1 | +10.0 |" in text
     assert "The TAR student reaches the teacher: did not hold (-10.0 AP, one seed); TAR closes 50%" in text
-    assert "3 of 36 planned runs finished" in text
+    assert "3 of 38 planned runs finished" in text
     records = json.loads((docs / "results.json").read_text())
     assert {r["preset"] for r in records} == {"gpu", "cpu"} and len(records) == 4
     teacher = next(r for r in records if r["preset"] == "cpu" and r["method"] == "teacher")

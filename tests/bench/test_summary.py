@@ -13,6 +13,7 @@ def record(method, variant="default", seed=0, ap=0.3, detector="faster_rcnn", gr
 def test_mean_std_in_points():
     assert mean_std([0.30]) == "30.0"
     assert mean_std([0.30, 0.32, 0.34]) == "32.0 ± 2.0"
+    assert mean_std([float("nan")]) == "-"
 
 
 @pytest.mark.parametrize("difference, expected", [
