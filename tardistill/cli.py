@@ -139,11 +139,15 @@ def _run(args: argparse.Namespace) -> int:
                                           num_val=args.num_val, num_test=args.num_test, image_size=args.image_size)
         print(json.dumps(summary))
     elif args.command in ("train", "distill"):
+        from tardistill.engine.distributed import distributed_session, is_main
+
         out = args.out or _default_out(args.config, args.command)
         run = commands.train if args.command == "train" else commands.distill
-        result = run(args.config, args.overrides, out, resume=args.resume)
-        _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
-        print(f"outputs: {out}")
+        with distributed_session():  # under torchrun: one rank of a data-parallel run (docs/DISTRIBUTED.md)
+            result = run(args.config, args.overrides, out, resume=args.resume)
+            if is_main():
+                _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
+                print(f"outputs: {out}")
     elif args.command == "eval":
         metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split)
         _print_metrics(metrics, as_json=args.json, title=f"{args.checkpoint} on {args.split}")
@@ -174,7 +178,13 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tardistill` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from tardistill.engine.distributed import env_rank  # after parsing: --help need not import torch
+
+    # Under torchrun rank 0 speaks for the run; the other ranks report only warnings and errors.
+    rank = env_rank()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s" if rank == 0
+                        else f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
     try:
         return _run(args)
     except TardistillError as err:

@@ -302,6 +302,10 @@ class CocoDetection(Dataset):
                         "annotations": [a for a in self.coco_gt["annotations"]
                                         if _int_or_none(a, "image_id") != image_id]}
 
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every image, from the annotations: batches group by aspect ratio."""
+        return [(record["width"], record["height"]) for record in self._images]
+
     def __len__(self) -> int:
         return len(self._images)
 

@@ -175,6 +175,10 @@ class VOCDetection(Dataset):
         """Leave an image that failed to load out of the ground truth (under 'skip')."""
         self._forgotten.add(self.image_stems[index])
 
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every image, from the annotations: batches group by aspect ratio."""
+        return [(a["width"], a["height"]) for a in self._annotations]
+
     def __len__(self) -> int:
         return len(self.image_stems)
 

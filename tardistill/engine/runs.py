@@ -11,14 +11,16 @@ import torch
 
 from tardistill.config import Config, config_to_dict, save_config
 from tardistill.data.bad_samples import merge_reasons, skipped_report
+from tardistill.engine.distributed import init_distributed, is_main, run_on_main
 from tardistill.engine.evaluator import evaluate
 from tardistill.engine.schedule import build_optimizer
-from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_config,
-                                     load_detector, primary_metric, seed_everything, select_device, use_bf16)
+from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
+                                     detector_from_config, primary_metric, seed_everything, select_device,
+                                     use_bf16)
 from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit
 from tardistill.errors import ConfigError
 from tardistill.models.build import count_parameters
-from tardistill.models.checkpoint import save_model
+from tardistill.models.checkpoint import load_checkpoint, save_model
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,17 @@ def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> di
 
 def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Module, train_set,
                  out_dir: Path, *, meta: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    """Train `model` (a loss-dict module) and validate/save `detector`, the deployable part of it."""
+    """Train `model` (a loss-dict module) and validate/save `detector`, the deployable part of it.
+
+    Under torchrun every rank runs this alike (see engine/distributed.py); config.train.batch_size is
+    per rank, so a step trains on batch_size x world size images.
+    """
+    init_distributed()  # a no-op without torchrun, or once the CLI has joined the process group
     device = select_device(config.train.device)
     val_set = dataset_for(config.data, config.data.val_split, train=False)
     model.to(device)
-    save_config(config, out_dir / "config.yaml")
+    if is_main():
+        save_config(config, out_dir / "config.yaml")
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
     params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
     optimizer = build_optimizer(params, config.train.optimizer, lr=config.train.lr,
@@ -76,9 +84,13 @@ def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Modu
 
 
 def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None) -> dict[str, float]:
-    """Metrics of a saved detector on one split (or on `dataset`, already built from that split)."""
+    """Metrics of a saved detector on one split (or on `dataset`, already built from that split).
+
+    Under torchrun rank 0 reads the checkpoint for every rank and each evaluates its shard.
+    """
     device = select_device(config.train.device)
-    detector, meta = load_detector(checkpoint)
+    tensors, meta = run_on_main(load_checkpoint, checkpoint)
+    detector = detector_from_checkpoint(tensors, meta, source=checkpoint)
     dataset = dataset if dataset is not None else dataset_for(config.data, split, train=False)
     check_same_classes(meta["classes"], dataset.classes, checkpoint)
     return evaluate(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
@@ -93,13 +105,15 @@ def check_same_classes(model_classes: list[str], data_classes: list[str], checkp
 def finish_run(config: Config, out: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Score the best checkpoint (picked on val) on the test split and write result.json."""
     best = out / "best.safetensors"
-    checkpoint = best if best.is_file() else out / "final.safetensors"
+    checkpoint = best if run_on_main(best.is_file) else out / "final.safetensors"
     test_set = dataset_for(config.data, config.data.test_split, train=False)
     test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split, dataset=test_set)
     skipped = skipped_report(merge_reasons(state.get("skipped_samples", []), test_set.bad_samples.reasons))
+    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics, "skipped_samples": skipped}
+    if not is_main():
+        return result
     if skipped["count"]:
         log.warning("skipped %d bad samples (data.on_bad_sample: skip); all reasons are in %s, the first: %s",
                     skipped["count"], out / "result.json", " | ".join(skipped["reasons"][:3]))
-    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics, "skipped_samples": skipped}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result

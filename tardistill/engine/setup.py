@@ -15,20 +15,23 @@ from torch.utils.data import DataLoader
 from tardistill.config import Config, DataConfig, ModelConfig, config_from_dict
 from tardistill.data.loader import build_dataset, collate_detection
 from tardistill.data.transforms import build_train_transforms
-from tardistill.engine.sampling import ResumableBatchSampler
+from tardistill.engine.distributed import is_distributed, local_rank, rank, rank_seed, world_size
+from tardistill.engine.sampling import ResumableBatchSampler, aspect_ratio_groups
 from tardistill.errors import ConfigError
 from tardistill.models.build import build_detector
 from tardistill.models.checkpoint import load_checkpoint
 
 
 def select_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
+    """'auto' picks CUDA when present, else the CPU; under torchrun, each rank its LOCAL_RANK's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: cuda was asked for, but no CUDA device is available")
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"train.device: unknown device '{name}' (valid: auto, cpu, cuda)")
+    if name == "cuda" and is_distributed():
+        return torch.device("cuda", local_rank())
     return torch.device(name)
 
 
@@ -58,13 +61,23 @@ def dataset_for(data: DataConfig, split: str, *, train: bool):
 
 
 def batch_stream(dataset, *, batch_size: int, seed: int, num_workers: int):
-    """A `start_step -> iterator` factory of training batches (see `fit`)."""
+    """A `start_step -> iterator` factory of this rank's training batches (see `fit`).
+
+    `batch_size` is per rank: under torchrun a step trains on batch_size x world size images,
+    grouped by aspect ratio when the dataset knows its image sizes.
+    """
+    groups = aspect_ratio_groups(dataset)
+
     def make(start_step: int):
-        sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed, start_step=start_step)
+        sampler = ResumableBatchSampler(len(dataset), batch_size, seed=seed, start_step=start_step,
+                                        rank=rank(), world_size=world_size(), group_ids=groups)
         # A private generator: creating the loader must not draw from the global RNG that `fit` seeds.
+        # It seeds the loader's workers, which must differ between ranks (rank 0 keeps the seed of a
+        # single-process run).
+        generator = torch.Generator().manual_seed(rank_seed(seed + start_step))
         return iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_detection,
                                num_workers=num_workers, persistent_workers=num_workers > 0,
-                               generator=torch.Generator().manual_seed(seed + start_step)))
+                               generator=generator))
     return make
 
 
@@ -77,13 +90,19 @@ def detector_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
 def load_detector(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a detector from a checkpoint's own config and class list, then load its weights."""
     tensors, meta = load_checkpoint(checkpoint)
+    return detector_from_checkpoint(tensors, meta, source=checkpoint), meta
+
+
+def detector_from_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any], *,
+                             source: str | Path) -> nn.Module:
+    """The detector a checkpoint's tensors and metadata (as load_checkpoint returns them) describe."""
     if "config" not in meta or "classes" not in meta:
-        raise ConfigError(f"{checkpoint}: checkpoint has no config/classes metadata")
-    config = config_from_dict(meta["config"], source=str(checkpoint))
+        raise ConfigError(f"{source}: checkpoint has no config/classes metadata")
+    config = config_from_dict(meta["config"], source=str(source))
     config.model.weights = config.model.backbone_weights = None  # the checkpoint already holds them
     model = detector_from_config(config.model, len(meta["classes"]))
     model.load_state_dict(tensors, strict=True)
-    return model, meta
+    return model
 
 
 def class_metadata(dataset) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from tardistill.data.bad_samples import merge_reasons, pop_skipped
+from tardistill.engine.distributed import (all_gather, any_rank, barrier, is_main, mean_over_ranks, rank_seed,
+                                           run_on_main, wrap_for_training)
 from tardistill.engine.run_log import RunLog
 from tardistill.engine.schedule import lr_factor
 from tardistill.errors import NonFiniteLossError, TardistillError
@@ -73,6 +75,10 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
         eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0, skip_nonfinite: bool = False) -> dict[str, Any]:
     """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
 
+    Under torchrun (see engine/distributed.py) every rank calls `fit` alike: the model trains in
+    DistributedDataParallel, `make_batches` yields this rank's share of each global batch, and only
+    rank 0 logs and writes checkpoints; the others wait for it before returning.
+
     Args:
         make_batches: start_step -> iterator of (images, targets) from that step on, so a resumed
             run sees the batches it would have seen (see ResumableBatchSampler).
@@ -81,29 +87,34 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
         {"step", "best_metric", "best_step", "wall_s", "skipped_steps" (non-finite steps skipped),
         "skipped_samples" (reasons for training images replaced under data.on_bad_sample: skip)}.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = is_main()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     state = _start_state(out_dir, model, optimizer, resume=resume)
+    # What runs the forward: DDP around `model` under torchrun, `model` itself otherwise.
+    forward = wrap_for_training(model, device)
     # The step of the training state on disk (a resumed run starts from one), named if a NaN stops the run.
     saved_step = state["step"] or None
     base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for group, lr in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = lr
-    run_log = RunLog(out_dir)
+    run_log = RunLog(out_dir) if main else NoRunLog()
     model.train()
     bar = tqdm(total=schedule.iterations, initial=state["step"], desc="train", dynamic_ncols=True,
-               disable=None)
+               disable=None if main else True)
     started = time.perf_counter() - state["wall_s"]
     try:
         stream = make_batches(state["step"])
         while state["step"] < schedule.iterations:
             step = state["step"]
             # Augmentation and RoI sampling draw from torch's global RNG: seeding it from (seed, step)
-            # makes every step reproducible, including after an interruption and --resume.
-            torch.manual_seed(seed * 1_000_003 + step)
+            # makes every step reproducible, including after an interruption and --resume. Each rank
+            # draws its own numbers (rank 0 those of a single-process run).
+            torch.manual_seed(rank_seed(seed * 1_000_003 + step))
             images, targets = next(stream)
             state["skipped_samples"] = merge_reasons(state["skipped_samples"], pop_skipped(targets))
             scalars = _train_step(model, images, targets, optimizer, schedule, base_lrs, step=step,
-                                  device=device, amp=amp, skip_nonfinite=skip_nonfinite)
+                                  device=device, amp=amp, skip_nonfinite=skip_nonfinite, forward=forward)
             state["step"] = step + 1
             state["wall_s"] = time.perf_counter() - started
             bar.update(1)
@@ -113,7 +124,8 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
                 _report(scalars, state["step"], schedule.iterations, run_log, bar, log_every)
             _maybe_evaluate(state, hooks, run_log, out_dir, model, eval_every, schedule.iterations)
             if checkpoint_every and state["step"] % checkpoint_every == 0:
-                _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+                if main:
+                    _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
                 saved_step = state["step"]
     except NonFiniteLossError as error:
         # The weights that produced a NaN may be broken already: saving them would overwrite the
@@ -121,7 +133,7 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
         raise NonFiniteLossError(f"{error}; {_last_good_state(out_dir, saved_step)}") from None
     except BaseException:
         # Keep completed work: an interrupted or failed run can continue with --resume.
-        if state["step"] > 0:
+        if state["step"] > 0 and main:
             _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
             log.error("training stopped at step %d; state saved to %s (use --resume)",
                       state["step"], out_dir / TRAIN_STATE)
@@ -129,24 +141,38 @@ def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.o
     finally:
         bar.close()
         run_log.close()
-    _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
-    if hooks.save_model is not None:
-        hooks.save_model(out_dir / "final.safetensors", {"step": state["step"], "wall_s": state["wall_s"]})
-    if state["skipped_steps"]:
+    # Training images replaced on any rank (data.on_bad_sample: skip), in the result of every rank.
+    state["skipped_samples"] = merge_reasons(*all_gather(state["skipped_samples"]))
+    if main:
+        _save_train_state(out_dir / TRAIN_STATE, model, optimizer, state)
+        if hooks.save_model is not None:
+            hooks.save_model(out_dir / "final.safetensors", {"step": state["step"], "wall_s": state["wall_s"]})
+    barrier()  # every rank returns once rank 0's files are complete
+    if state["skipped_steps"] and main:
         log.warning("%d of %d steps were skipped for a non-finite loss or gradient",
                     state["skipped_steps"], state["step"])
     return state
 
 
 def _start_state(out_dir: Path, model, optimizer, *, resume: bool) -> dict[str, Any]:
-    """A fresh trainer state, or the saved one (model and optimizer restored) when resuming."""
+    """A fresh trainer state, or the saved one (model and optimizer restored) when resuming.
+
+    Under torchrun rank 0 reads the saved state and passes it to the others, whose nodes need not
+    see rank 0's files.
+    """
     state = {"step": 0, "best_metric": -math.inf, "best_step": -1, "wall_s": 0.0, "skipped_steps": 0,
              "skipped_samples": []}
-    if resume and (out_dir / TRAIN_STATE).is_file():
+    saved = run_on_main(_read_train_state, out_dir / TRAIN_STATE) if resume else None
+    if saved is not None:
         # Merged into the fresh state, so a state saved before a key existed still resumes.
-        state.update(_restore(out_dir / TRAIN_STATE, model, optimizer))
+        state.update(_restore(saved, out_dir / TRAIN_STATE, model, optimizer))
         log.info("resumed from %s at step %d", out_dir / TRAIN_STATE, state["step"])
     return state
+
+
+def _read_train_state(path: Path):
+    """(tensors, meta) of a saved training state, or None when there is none."""
+    return load_checkpoint(path) if path.is_file() else None
 
 
 def _last_good_state(out_dir: Path, saved_step: int | None) -> str:
@@ -162,16 +188,18 @@ def _report(scalars: dict[str, float], step: int, total_steps: int, run_log: Run
     bar.set_postfix(_console_scalars(scalars))
     if step % log_every == 0 or step == total_steps:
         run_log.write(step, scalars)
-        if bar.disable:  # no terminal (a background run): a log line stands in for the bar
+        if bar.disable and is_main():  # no terminal (a background run): a log line stands in for the bar
             log.info("step %d/%d %s", step, total_steps,
                      " ".join(f"{k}={v}" for k, v in _console_scalars(scalars).items()))
 
 
 def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs, *, step, device, amp,
-                skip_nonfinite=False):
+                skip_nonfinite=False, forward=None):
     """One optimizer update, or None for a step skipped for a NaN or inf (with `skip_nonfinite`).
 
     Without `skip_nonfinite` a NaN or inf raises NonFiniteLossError before the weights change.
+    `forward` runs the forward (the DDP wrapper of `model` under torchrun); `model` weighs the
+    losses. The scalars returned are averaged over the ranks: those of the global batch.
     """
     factor = schedule.factor(step)
     for group, base in zip(optimizer.param_groups, base_lrs):
@@ -180,10 +208,10 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with autocast:
-        losses = model(images, targets)
+        losses = (forward or model)(images, targets)
     total, weights = weighted_total(model, losses, step, schedule.iterations)
     try:
-        _check_finite_losses(losses, total, step)
+        _check_finite_losses_on_all_ranks(losses, total, step)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         _clip_and_check_gradients(optimizer, schedule.clip_grad_norm, step)
@@ -197,7 +225,18 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     scalars = {k: float(v.detach()) for k, v in losses.items()}
     scalars.update({k: float(v) for k, v in weights.items() if k.startswith("stat/")})
     scalars.update(loss=float(total.detach()), lr=optimizer.param_groups[0]["lr"])
-    return scalars
+    return mean_over_ranks(scalars)
+
+
+def _check_finite_losses_on_all_ranks(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> None:
+    """`_check_finite_losses`, agreed by every rank: all skip or stop together, none waits in backward."""
+    try:
+        _check_finite_losses(losses, total, step)
+    except NonFiniteLossError:
+        any_rank(True)
+        raise
+    if any_rank(False):
+        raise NonFiniteLossError(f"step {step + 1}: a loss term is not finite on another rank")
 
 
 def _check_finite_losses(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int) -> None:
@@ -238,18 +277,29 @@ def _console_scalars(scalars: dict[str, float]) -> dict[str, str]:
     return shown
 
 
+class NoRunLog:
+    """The run log of ranks other than 0, which write nothing."""
+
+    def write(self, step: int, scalars: dict[str, float], *, kind: str = "train") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _maybe_evaluate(state, hooks: Hooks, run_log: RunLog, out_dir: Path, model, eval_every, total_steps):
     step = state["step"]
     if hooks.evaluate is None or not eval_every or (step % eval_every and step != total_steps):
         return
-    metrics = hooks.evaluate()
+    metrics = hooks.evaluate()  # on every rank: each detects on its shard (engine/evaluator.py)
     model.train()
     run_log.write(step, metrics, kind="val")
     value = metrics.get(hooks.primary_metric, -math.inf)
-    log.info("step %d: val %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if is_main():
+        log.info("step %d: val %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if value > state["best_metric"]:
         state.update(best_metric=value, best_step=step)
-        if hooks.save_model is not None:
+        if hooks.save_model is not None and is_main():
             hooks.save_model(out_dir / "best.safetensors", {"step": step, "val_metrics": metrics})
 
 
@@ -265,9 +315,10 @@ def _save_train_state(path: Path, model, optimizer, state) -> None:
     save_checkpoint(path, tensors, {"trainer": state, "optimizer": optim_rest})
 
 
-def _restore(path: Path, model, optimizer) -> dict[str, Any]:
-    """Load the model and optimizer state saved by `_save_train_state`; returns the trainer state."""
-    tensors, meta = load_checkpoint(path)
+def _restore(saved, path: Path, model, optimizer) -> dict[str, Any]:
+    """Load the model and optimizer state saved by `_save_train_state` (`saved`, read from `path`);
+    returns the trainer state."""
+    tensors, meta = saved
     model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     missing, unexpected = model.load_state_dict(model_state, strict=False)
     missing = [k for k in missing if not k.startswith("teacher.")]
