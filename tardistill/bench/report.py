@@ -65,7 +65,8 @@ def _performance(preset: Preset, out: Path, *, measure: bool) -> dict[str, Any] 
 
 def _performance_section(numbers: dict[str, Any] | None) -> list[str]:
     if numbers is None:
-        return ["Not measured yet: it is measured once the teacher and the seed-0 TAR student exist."]
+        return ["Not measured yet: it is measured once every run of the sweep has finished, so that no "
+                "training runs beside the timings."]
     step, memory, coco = numbers["step_time"], numbers["peak_memory"], numbers["coco_eval"]
     lines = [f"Measured on {numbers['machine']}, {numbers['date']}.", "",
              f"- Distillation step / (student step + teacher inference forward), one process, same batch of "
@@ -156,7 +157,10 @@ def write_report(preset: Preset, out: Path, *, docs: Path, seeds: int, measure_p
     figures = [plots.plot_val_ap(records, out / "runs", Path(f"{prefix}_val_ap.png")),
                plots.plot_decay(records, out / "runs", Path(f"{prefix}_decay.png")),
                plots.plot_gate_rates(records, out / "runs", Path(f"{prefix}_gate_rates.png"))]
-    performance = _performance(preset, out, measure=measure_performance)
+    # Measured on a quiet machine only: while runs of the sweep still train beside it, timings would be
+    # inflated, and the numbers are cached.
+    complete = len(records) >= len(plan_runs(preset, seeds))
+    performance = _performance(preset, out, measure=measure_performance and complete)
     _replace_section(docs / "RESULTS.md", _section(preset, records, seeds, figures, docs, performance), preset)
     _write_results_json(docs / "results.json", records, preset)
     return [docs / "RESULTS.md", docs / "results.json", *figures]
