@@ -6,7 +6,10 @@ Layout under OUT:
     records/<key>.json    one result record per finished run; a re-run skips these
     logs/<key>.log        each run's log
 A run cut short resumes from its last checkpoint. A run that fails is reported and skipped; the
-others go on, and the next invocation retries it.
+others go on, and the next invocation retries it. A run whose saved config.yaml differs from what the
+plan now asks for (a preset or plan that changed) is stale: its folder and record move to
+OUT/stale/<key>-<time>/ (kept, not deleted) and it runs again. A retrained teacher does not make its
+students stale by itself: move their records away to rerun them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 from tardistill.bench.plan import RunSpec, plan_runs
 from tardistill.bench.presets import Preset
-from tardistill.config import Config, load_config
+from tardistill.config import Config, config_to_dict, load_config
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,24 @@ def ensure_data(preset: Preset, out: Path) -> None:
         generate_synthetic(out / "data", seed=0, workers=max(preset.jobs, 1), **preset.data)
 
 
+def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:
+    """Whether the run's saved config is the one the plan asks for (True when it has not started)."""
+    saved = out / "runs" / spec.key / "config.yaml"
+    if not saved.is_file():
+        return True
+    return config_to_dict(load_config(saved)) == config_to_dict(run_config(spec, preset, out))
+
+
+def set_aside(spec: RunSpec, out: Path) -> Path:
+    """Move a stale run's folder and record under OUT/stale/, so it reruns and nothing is lost."""
+    target = out / "stale" / f"{spec.key}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    target.mkdir(parents=True)
+    for path in (out / "runs" / spec.key, record_path(out, spec.key)):
+        if path.exists():
+            os.replace(path, target / path.name)
+    return target
+
+
 def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = None,
               only: list[str] | None = None) -> dict[str, Any]:
     """Run every planned run that has no record yet; a run starts once its teacher exists.
@@ -139,6 +160,10 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ensure_data(preset, out)
     plan = [s for s in plan_runs(preset, seeds) if not only or any(o in s.key for o in only)]
+    for spec in plan:
+        if not is_current(spec, preset, out):
+            log.warning("%s: its config differs from the plan's; moved to %s and rerun", spec.key,
+                        set_aside(spec, out))
     pending = [s for s in plan if not record_path(out, s.key).is_file()]
     skipped = [s.key for s in plan if s not in pending]
     log.info("bench reproduce %s: %d runs planned, %d already done, %d to run, %d at a time",

@@ -53,3 +53,17 @@ def test_a_failed_teacher_fails_its_students_and_writes_no_record(tmp_path):
     assert "did not finish" in result["failed"]["faster_rcnn-tar-full-s0"]
     assert load_records(tmp_path) == []
     assert json.loads(json.dumps(result))  # the summary is plain data
+
+
+def test_a_changed_preset_sets_stale_runs_aside_and_reruns_them(tmp_path):
+    only = ["faster_rcnn-teacher", "faster_rcnn-tar-full-s0"]
+    run_sweep(TINY, tmp_path, seeds=1, only=only)
+    changed = replace(TINY, tar=("distill.cls_weight=0.5",))
+    result = run_sweep(changed, tmp_path, seeds=1, only=only)
+    assert result["done"] == ["faster_rcnn-tar-full-s0"]  # the teacher's config did not change
+    (stale,) = (tmp_path / "stale").iterdir()
+    assert stale.name.startswith("faster_rcnn-tar-full-s0-")
+    assert (stale / "faster_rcnn-tar-full-s0" / "best.safetensors").is_file()
+    assert (stale / "faster_rcnn-tar-full-s0.json").is_file()
+    records = {r["key"]: r for r in load_records(tmp_path)}
+    assert set(records) == {"faster_rcnn-teacher-default-s0", "faster_rcnn-tar-full-s0"}
