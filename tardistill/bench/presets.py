@@ -35,7 +35,7 @@ class Preset:
     jobs: int
     threads: int
     seeded_groups: tuple[str, ...]
-    tar: tuple[str, ...] = field(default=("distill.fpn_weight=0.0005",))
+    tar: tuple[str, ...] = field(default=("distill.fpn_weight=0.0005", "distill.cls_weight=0.3"))
 
 
 _FRCNN_SMALL = ("model.anchor_sizes=[8,16,32,64,128]", "model.rpn_pre_nms_top_n_train=600",
@@ -59,7 +59,10 @@ PRESETS = {
         # RetinaNet at lr 0.02 for 800 iterations stayed at 0.15 val AP (CPU-2, 2026-11-27)
         teacher_iterations={"faster_rcnn": 1200, "retinanet": 1200},
         student_iterations={"faster_rcnn": 600, "retinanet": 600},
-        jobs=2, threads=1, seeded_groups=("components",)),
+        jobs=2, threads=1, seeded_groups=("components",),
+        # Chosen on the validation split (seed 0, full method): lambda_cls 1 -> 0.0 val AP (the
+        # student stopped learning), 0.3 -> 11.7, 0.1 -> 9.9; the student alone reached 6.3.
+        tar=("distill.fpn_weight=0.0005", "distill.cls_weight=0.3")),
     "gpu": Preset(
         name="gpu",
         data=dict(num_train=8000, num_val=500, num_test=1000, image_size=320),
@@ -71,8 +74,7 @@ PRESETS = {
         student={"faster_rcnn": ("model.backbone=resnet50",), "retinanet": ("model.backbone=resnet50",)},
         teacher_iterations={"faster_rcnn": 12000, "retinanet": 12000},
         student_iterations={"faster_rcnn": 6000, "retinanet": 6000},
-        jobs=1, threads=0, seeded_groups=("components", "baselines"),
-        tar=("distill.fpn_weight=0.0005",)),
+        jobs=1, threads=0, seeded_groups=("components", "baselines")),
 }
 
 
