@@ -140,10 +140,10 @@ def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:
 
 
 def set_aside(spec: RunSpec, out: Path) -> Path:
-    """Move a stale run's folder and record under OUT/stale/, so it reruns and nothing is lost."""
+    """Move a stale run's folder, record and log under OUT/stale/, so it reruns and nothing is lost."""
     target = out / "stale" / f"{spec.key}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     target.mkdir(parents=True)
-    for path in (out / "runs" / spec.key, record_path(out, spec.key)):
+    for path in (out / "runs" / spec.key, record_path(out, spec.key), out / "logs" / f"{spec.key}.log"):
         if path.exists():
             os.replace(path, target / path.name)
     return target
