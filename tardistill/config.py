@@ -159,7 +159,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Read a YAML file (or start from defaults), then apply `a.b=value` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = read_yaml_mapping(Path(path))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
@@ -182,17 +182,24 @@ def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, *, context: str = "", missing: str = "config file not found",
+                      expected: str = "a mapping at the top level", empty_ok: bool = True) -> dict[str, Any]:
+    """The mapping in a YAML file ({} for an empty one when `empty_ok`).
+
+    Every problem is a ConfigError that starts with `context` (e.g. the config key naming the
+    file) and the path.
+    """
+    where = f"{context}{path}"
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{where}: {missing}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
-    if raw is None:
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(err).split())}") from None
+    if raw is None and empty_ok:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: expected {expected}, got {type(raw).__name__}")
     return raw
 
 

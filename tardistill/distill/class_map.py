@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
+from tardistill.config import read_yaml_mapping
 from tardistill.errors import ConfigError
 
 
@@ -114,15 +114,8 @@ def _teacher_label(name: str, entries: Mapping[str, Any], teacher_classes: Seque
 
 def read_mapping(path: Path) -> dict[str, Any]:
     """A class map from a YAML file: student class name -> teacher class name or label."""
-    if not path.is_file():
-        raise ConfigError(f"distill.class_map: {path}: file not found")
-    try:
-        mapping = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"distill.class_map: {path}: invalid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"distill.class_map: {path}: expected a mapping of student class -> teacher class")
-    return mapping
+    return read_yaml_mapping(path, context="distill.class_map: ", missing="file not found",
+                             expected="a mapping of student class -> teacher class", empty_ok=False)
 
 
 def describe_difference(teacher_classes: Sequence[str], student_classes: Sequence[str]) -> str:
