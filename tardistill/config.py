@@ -65,6 +65,11 @@ class ModelConfig:
     min_size: int = 128
     max_size: int = 128
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    # RetinaNet only. levels: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small
+    # objects get several positive anchors). head_norm: none (torchvision's v1 head) or group
+    # (GroupNorm after each head conv, as its v2 head; trains from scratch much faster).
+    retinanet_levels: str = "p3_p7"
+    head_norm: str = "none"
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000

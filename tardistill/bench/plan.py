@@ -39,7 +39,9 @@ CHOICES = {
     "sharing=union": ("distill.sharing=union",),
     # lambda_fpn was set from the step-0 loss scale only; x4 tells whether FPN imitation is under-weighted
     "fpn_weight=x4": ("distill.fpn_weight=0.002",),
-    "head_weights=x3": ("distill.cls_weight=3", "distill.reg_weight=3"),
+    # the regression term alone did not help (seeds 0-1): is it under-weighted? (lambda_cls above 1
+    # already stops the student learning at the cpu preset's lr, so only lambda_reg is raised)
+    "reg_weight=3": ("distill.reg_weight=3",),
     # the cpu preset's lambda_cls (0.3) was chosen on val among 0.1, 0.3 and 1 (presets.py)
     "cls_weight=0.1": ("distill.cls_weight=0.1",),
     "cls_weight=1": ("distill.cls_weight=1",),
@@ -70,6 +72,18 @@ class RunSpec:
     @property
     def teacher_key(self) -> str:
         return RunSpec(self.detector, "teacher", "default", 0, "reference").key
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.method == "teacher" else "student"
+
+    def init_key(self, preset: Preset) -> str | None:
+        """The run whose best weights this run starts from (preset.init_from), if any."""
+        return preset.init_from.get(self.detector, {}).get(self.role)
+
+    def dependencies(self, preset: Preset) -> list[str]:
+        """Keys of the runs that must finish before this one starts."""
+        return [k for k in (self.teacher_key if self.needs_teacher else None, self.init_key(preset)) if k]
 
 
 def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:

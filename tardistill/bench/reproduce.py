@@ -35,14 +35,15 @@ log = logging.getLogger(__name__)
 
 def run_config(spec: RunSpec, preset: Preset, out: Path) -> Config:
     """The full config of one run."""
-    role = "teacher" if spec.method == "teacher" else "student"
-    arch = preset.teacher if role == "teacher" else preset.student
-    iterations = (preset.teacher_iterations if role == "teacher" else preset.student_iterations)[spec.detector]
+    arch = preset.teacher if spec.role == "teacher" else preset.student
+    iterations = (preset.teacher_iterations if spec.role == "teacher" else preset.student_iterations)[spec.detector]
     overrides = ["data.format=synth", f"data.root={out / 'data'}", f"name={spec.key}", f"seed={spec.seed}",
                  *preset.overrides[spec.detector], *arch[spec.detector],
                  f"train.iterations={iterations}", f"train.eval_every={max(iterations // 4, 1)}",
                  f"train.checkpoint_every={max(iterations // 10, 1)}", "train.log_every=20"]
-    if role == "student":
+    if spec.init_key(preset):
+        overrides.append(f"model.weights={out / 'runs' / spec.init_key(preset) / 'best.safetensors'}")
+    if spec.role == "student":
         overrides.append(f"distill.method={spec.method}")
     if spec.method == "tar":
         overrides += [*preset.tar, *spec.overrides]
@@ -151,7 +152,7 @@ def set_aside(spec: RunSpec, out: Path) -> Path:
 
 def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = None,
               only: list[str] | None = None) -> dict[str, Any]:
-    """Run every planned run that has no record yet; a run starts once its teacher exists.
+    """Run every planned run that has no record yet; a run starts once the runs it depends on exist.
 
     only: if given, substrings; runs whose key contains none of them are skipped.
     Returns {"done": [...keys], "failed": {key: traceback}, "skipped": [...keys]}.
@@ -174,13 +175,13 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
-            for spec in _ready(pending, out, jobs - len(running)):
+            for spec in _ready(pending, preset, out, jobs - len(running)):
                 pending.remove(spec)
                 running[pool.submit(_execute_safely, spec, preset, out)] = spec
                 log.info("started %s (log: %s)", spec.key, out / "logs" / f"{spec.key}.log")
-            if not running:  # what is left waits on a teacher that failed
+            if not running:  # what is left waits on a run that failed
                 for spec in pending:
-                    failed[spec.key] = f"teacher {spec.teacher_key} did not finish"
+                    failed[spec.key] = f"{' and '.join(spec.dependencies(preset))} did not finish"
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -196,7 +197,7 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
     return {"done": done, "failed": failed, "skipped": skipped}
 
 
-def _ready(pending: list[RunSpec], out: Path, slots: int) -> list[RunSpec]:
-    """Up to `slots` pending runs, in plan order, whose teacher (if any) has finished."""
-    ready = [s for s in pending if not s.needs_teacher or record_path(out, s.teacher_key).is_file()]
+def _ready(pending: list[RunSpec], preset: Preset, out: Path, slots: int) -> list[RunSpec]:
+    """Up to `slots` pending runs, in plan order, whose teacher and starting weights (if any) exist."""
+    ready = [s for s in pending if all(record_path(out, k).is_file() for k in s.dependencies(preset))]
     return ready[:max(slots, 0)]

@@ -60,12 +60,15 @@ def build_resnet_fpn(name: str, *, width_multiplier: float, fpn_channels: int,
     return BackboneWithFPN(body, return_layers, in_channels, fpn_channels, extra_blocks=extra_blocks)
 
 
-def build_fpn_backbone(name: str, *, kind: str, width_multiplier: float = 1.0,
-                       fpn_channels: int = 256) -> BackboneWithFPN:
-    """The FPN backbone a detector kind expects: P2-P6 for Faster R-CNN, P3-P7 for RetinaNet."""
+def build_fpn_backbone(name: str, *, kind: str, width_multiplier: float = 1.0, fpn_channels: int = 256,
+                       retinanet_levels: str = "p3_p7") -> BackboneWithFPN:
+    """The FPN backbone a detector kind expects: P2-P6 for Faster R-CNN, P3-P7 for RetinaNet (or
+    P2-P6 as Faster R-CNN's, P6 pooled from P5, when retinanet_levels is p2_p6)."""
     if name not in BACKBONE_NAMES:
         raise ConfigError(f"model.backbone: unknown backbone '{name}' (valid: {', '.join(BACKBONE_NAMES)})")
     if name == "mobilenet_v3_large":
+        if kind == "retinanet" and retinanet_levels != "p3_p7":
+            raise ConfigError("model.retinanet_levels: the MobileNetV3 FPN has P3-P7 levels only")
         if width_multiplier != 1.0:
             raise ConfigError("model.width_multiplier: only ResNet backbones can be narrowed")
         extra = LastLevelP6P7(fpn_channels, fpn_channels) if kind == "retinanet" else LastLevelMaxPool()
@@ -73,6 +76,9 @@ def build_fpn_backbone(name: str, *, kind: str, width_multiplier: float = 1.0,
         if fpn_channels != backbone.out_channels:
             raise ConfigError("model.fpn_channels: torchvision's MobileNetV3 FPN has 256 channels")
         return backbone
+    if kind == "retinanet" and retinanet_levels == "p2_p6":
+        return build_resnet_fpn(name, width_multiplier=width_multiplier, fpn_channels=fpn_channels,
+                                returned_layers=[1, 2, 3, 4], extra_blocks=LastLevelMaxPool())
     if kind == "retinanet":
         return build_resnet_fpn(name, width_multiplier=width_multiplier, fpn_channels=fpn_channels,
                                 returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))

@@ -67,3 +67,18 @@ def test_a_changed_preset_sets_stale_runs_aside_and_reruns_them(tmp_path):
     assert (stale / "faster_rcnn-tar-full-s0.json").is_file()
     records = {r["key"]: r for r in load_records(tmp_path)}
     assert set(records) == {"faster_rcnn-teacher-default-s0", "faster_rcnn-tar-full-s0"}
+
+
+def test_init_from_starts_a_run_from_another_runs_weights_and_waits_for_it(tmp_path):
+    from tardistill.config import load_config
+
+    preset = replace(TINY, init_from={"retinanet": {"teacher": "faster_rcnn-teacher-default-s0"}})
+    only = ["faster_rcnn-teacher", "retinanet-teacher"]
+    result = run_sweep(replace(preset, jobs=2), tmp_path, seeds=1, only=only)
+    assert result["failed"] == {} and result["done"][0] == "faster_rcnn-teacher-default-s0"
+    saved = load_config(tmp_path / "runs" / "retinanet-teacher-default-s0" / "config.yaml")
+    assert saved.model.weights == str(tmp_path / "runs" / "faster_rcnn-teacher-default-s0" / "best.safetensors")
+
+    broken = replace(preset, teacher={**TINY.teacher, "faster_rcnn": ("model.backbone=no_such_net",)})
+    result = run_sweep(broken, tmp_path / "broken", seeds=1, only=only)
+    assert result["failed"]["retinanet-teacher-default-s0"] == "faster_rcnn-teacher-default-s0 did not finish"

@@ -46,3 +46,29 @@ def test_errors_name_the_key():
         build_detector("yolo", "resnet18", num_classes=3)
     with pytest.raises(ConfigError, match="model.anchor_sizes: 2 sizes"):
         build_detector("faster_rcnn", "resnet18", num_classes=3, width_multiplier=0.25, anchor_sizes=[8, 16])
+
+
+def test_retinanet_p2_p6_levels_and_group_norm_head():
+    from tardistill.distill.adapters import fpn_levels
+
+    model = build_detector("retinanet", "resnet18", num_classes=3, width_multiplier=0.125, fpn_channels=64,
+                           min_size=64, max_size=64, anchor_sizes=[8, 16, 32, 64, 128],
+                           retinanet_levels="p2_p6", head_norm="group")
+    assert [stride for _, stride in fpn_levels(model.backbone).values()] == [4, 8, 16, 32, 64]
+    norms = [m for m in model.head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 8 and all(m.num_groups == 32 for m in norms)  # 4 convs in each of the two heads
+    losses = model([torch.rand(3, 64, 64)], [TARGET])
+    assert all(torch.isfinite(v) for v in losses.values())
+    plain = build_detector("retinanet", "resnet18", num_classes=3, width_multiplier=0.125, fpn_channels=32,
+                           min_size=64, max_size=64, anchor_sizes=[8, 16, 32, 64, 128])
+    assert [stride for _, stride in fpn_levels(plain.backbone).values()] == [8, 16, 32, 64, 128]
+
+
+def test_retinanet_options_are_checked():
+    with pytest.raises(ConfigError, match="model.head_norm: applies to RetinaNet only"):
+        build_detector("faster_rcnn", "resnet18", num_classes=3, width_multiplier=0.25, head_norm="group")
+    with pytest.raises(ConfigError, match="model.retinanet_levels: unknown 'p1'"):
+        build_detector("retinanet", "resnet18", num_classes=3, retinanet_levels="p1")
+    with pytest.raises(ConfigError, match="divisible by 32, got 48"):
+        build_detector("retinanet", "resnet18", num_classes=3, width_multiplier=0.25, fpn_channels=48,
+                       anchor_sizes=[8, 16, 32, 64, 128], head_norm="group")
