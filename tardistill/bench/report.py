@@ -96,6 +96,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
     machines = sorted({r["machine"] for r in records}) or ["(no runs yet)"]
     dates = sorted(r["finished"][:10] for r in records)
     run_minutes = sum(r["wall_s"] for r in records) / 60
+    sweep_minutes = estimated_sweep_minutes(records, preset.jobs)
     components, choices = component_rows(records), choice_rows(records)
     baselines, retinanet = baseline_rows(records), retinanet_rows(records)
     lines = [
@@ -105,7 +106,8 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         f"{len(records)} of {planned} planned runs finished"
         + (f" ({dates[0]} to {dates[-1]})" if dates else "") + f", on {', '.join(machines)}; "
         f"{preset.jobs} run(s) at a time, {preset.threads or 'all'} torch thread(s) each; "
-        f"{run_minutes:.0f} min of training summed over runs. AP and AP50 are on the test split, from the "
+        f"{run_minutes:.0f} min of training summed over runs, about {sweep_minutes:.0f} min of wall time for "
+        f"these runs (the slowest teacher, then the other runs {preset.jobs} at a time). AP and AP50 are on the test split, from the "
         f"checkpoint of each run that was best on the validation split; val AP is that best validation AP, the "
         f"number to choose settings by. Data: {preset.data['num_train']} / {preset.data['num_val']} / "
         f"{preset.data['num_test']} images at {preset.data['image_size']} px. Students train "
@@ -131,6 +133,14 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         _markers(preset)[1],
     ]
     return "\n".join(lines)
+
+
+def estimated_sweep_minutes(records: list[dict], jobs: int) -> float:
+    """Wall time of the recorded runs had they run back to back: the slowest teacher first (every
+    other run waits for it, directly or through init_from), then the rest `jobs` at a time."""
+    teachers = [r["wall_s"] for r in records if r["method"] == "teacher"]
+    others = sum(r["wall_s"] for r in records) - max(teachers, default=0.0)
+    return (max(teachers, default=0.0) + others / max(jobs, 1)) / 60
 
 
 def _replace_section(results_md: Path, section: str, preset: Preset) -> None:

@@ -47,3 +47,12 @@ def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
     assert {"detector", "method", "variant", "seed", "ap", "ap50", "iterations", "wall_s"} <= set(teacher)
     for png in written[2:]:
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_estimated_sweep_minutes_puts_the_slowest_teacher_first():
+    from tardistill.bench.report import estimated_sweep_minutes
+
+    records = [{"method": "teacher", "wall_s": 600}, {"method": "teacher", "wall_s": 120},
+               {"method": "tar", "wall_s": 240}, {"method": "none", "wall_s": 240}]
+    assert estimated_sweep_minutes(records, jobs=2) == (600 + (120 + 240 + 240) / 2) / 60
+    assert estimated_sweep_minutes([], jobs=2) == 0
