@@ -103,4 +103,6 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
         if seed in seeds_of("baselines"):
             runs += [RunSpec(frcnn, method, "default", seed, "baselines") for method in BASELINES]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o) for name, o in CHOICES.items()]
+    for seed in seeds_of("retinanet")[1:]:  # seed 0 of RetinaNet ran early, with the key rows
+        runs += [RunSpec(retina, "none", "student", seed, "retinanet"), RunSpec(retina, "tar", "full", seed, "retinanet")]
     return runs

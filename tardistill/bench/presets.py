@@ -69,7 +69,7 @@ PRESETS = {
                  "retinanet": ("model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64")},
         teacher_iterations={"faster_rcnn": 1200, "retinanet": 600},
         student_iterations={"faster_rcnn": 600, "retinanet": 600},
-        jobs=2, threads=1, seeded_groups=("components",),
+        jobs=2, threads=1, seeded_groups=("components", "retinanet"),
         # Both RetinaNets start from the backbone and FPN of the Faster R-CNN of the same architecture
         # (teacher from the teacher, students from the student trained alone, seed 0).
         init_from={"retinanet": {"teacher": "faster_rcnn-teacher-default-s0",
