@@ -191,8 +191,9 @@ class VOCDetection(Dataset):
         path = self._image_paths[index]
         image = load_rgb_image(path)
         if tuple(image.shape[1:]) != (annotation["height"], annotation["width"]):
-            raise DataError(f"{path}: image is {image.shape[2]}x{image.shape[1]} but its XML "
-                            f"says {annotation['width']}x{annotation['height']}")
+            xml_path = self.root / "Annotations" / f"{self.image_stems[index]}.xml"
+            raise DataError(f"{xml_path}: <size> says {annotation['width']}x{annotation['height']} but the "
+                            f"image {path} is {image.shape[2]}x{image.shape[1]}")
         keep = ~annotation["difficult"] if self.train else np.ones_like(annotation["difficult"])
         target = {"boxes": torch.tensor(annotation["boxes"][keep], dtype=torch.float32),
                   "labels": torch.tensor(annotation["labels"][keep], dtype=torch.int64),

@@ -117,3 +117,10 @@ def test_clip_and_drop_policy(tmp_path):
     assert "object #0" in messages and "clipped" in messages
     assert "object #1" in messages and "dropped" in messages
     np.testing.assert_array_equal(annotation["boxes"], [[0, 0, 32, 10]])
+
+
+def test_size_that_disagrees_with_the_image_names_the_xml_and_the_image(tmp_path):
+    # found by the fuzz test: the message named only the image, not the XML file to fix
+    root = _devkit(tmp_path, {"a": _xml([_object_xml("dog", (1, 1, 10, 5))], width=24, height=24)})
+    with pytest.raises(DataError, match=r"Annotations/a\.xml: <size> says 24x24 but the image .*a\.jpg is 32x24"):
+        VOCDetection(root, "train")[0]
