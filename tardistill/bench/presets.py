@@ -1,6 +1,7 @@
 """Scales of `tardistill bench reproduce`: the data, the models and the schedules of each preset.
 
-`cpu` is sized so the whole sweep finishes in about 2.5 hours on a 2-core CPU: 128 px images, a
+`cpu` was sized for about 2.5 hours on a 2-core CPU but measured about 4.2 hours (252 min estimated
+from per-run times on CPU-2, 2026-11-28, some inflated by other work beside it): 128 px images, a
 full-width ResNet-18-FPN teacher and a quarter-width ResNet-18-FPN student, short schedules, and
 two runs at a time with one thread each (on this machine one thread is almost as fast as two per
 run, so two runs side by side nearly double the throughput). `gpu` is the paper's setting scaled
