@@ -170,7 +170,7 @@ def write_report(preset: Preset, out: Path, *, docs: Path, seeds: int, measure_p
                plots.plot_gate_rates(records, out / "runs", Path(f"{prefix}_gate_rates.png"))]
     # Measured on a quiet machine only: while runs of the sweep still train beside it, timings would be
     # inflated, and the numbers are cached.
-    complete = len(records) >= len(plan_runs(preset, seeds))
+    complete = len(records) == len(planned)
     performance = _performance(preset, out, measure=measure_performance and complete)
     _replace_section(docs / "RESULTS.md", _section(preset, records, seeds, figures, docs, performance), preset)
     _write_results_json(docs / "results.json", records, preset)

@@ -41,8 +41,9 @@ def run_config(spec: RunSpec, preset: Preset, out: Path) -> Config:
                  *preset.overrides[spec.detector], *arch[spec.detector],
                  f"train.iterations={iterations}", f"train.eval_every={max(iterations // 4, 1)}",
                  f"train.checkpoint_every={max(iterations // 10, 1)}", "train.log_every=20"]
-    if spec.init_key(preset):
-        overrides.append(f"model.weights={out / 'runs' / spec.init_key(preset) / 'best.safetensors'}")
+    init_key = spec.init_key(preset)
+    if init_key:
+        overrides.append(f"model.weights={out / 'runs' / init_key / 'best.safetensors'}")
     if spec.role == "student":
         overrides.append(f"distill.method={spec.method}")
     if spec.method == "tar":

@@ -147,7 +147,7 @@ class VOCDetection(Dataset):
         image_paths = [self.root / "JPEGImages" / f"{s}.jpg" for s in stems]
         skipped = (_missing_files(stems, xml_paths, split_file, self.bad_samples)
                    | _missing_files(stems, image_paths, split_file, self.bad_samples))
-        self.image_stems, self._image_paths, self._annotations, messages = [], [], [], []
+        self.image_stems, self._image_paths, self._xml_paths, self._annotations, messages = [], [], [], [], []
         for stem, xml_path, image_path in zip(stems, xml_paths, image_paths):
             if stem in skipped:
                 continue
@@ -158,6 +158,7 @@ class VOCDetection(Dataset):
                 continue
             self.image_stems.append(stem)
             self._image_paths.append(image_path)
+            self._xml_paths.append(xml_path)
             self._annotations.append(annotation)
             messages.extend(problems)
         if not self.image_stems:
@@ -191,8 +192,7 @@ class VOCDetection(Dataset):
         path = self._image_paths[index]
         image = load_rgb_image(path)
         if tuple(image.shape[1:]) != (annotation["height"], annotation["width"]):
-            xml_path = self.root / "Annotations" / f"{self.image_stems[index]}.xml"
-            raise DataError(f"{xml_path}: <size> says {annotation['width']}x{annotation['height']} but the "
+            raise DataError(f"{self._xml_paths[index]}: <size> says {annotation['width']}x{annotation['height']} but the "
                             f"image {path} is {image.shape[2]}x{image.shape[1]}")
         keep = ~annotation["difficult"] if self.train else np.ones_like(annotation["difficult"])
         target = {"boxes": torch.tensor(annotation["boxes"][keep], dtype=torch.float32),

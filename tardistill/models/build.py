@@ -85,8 +85,9 @@ def _check_retinanet_options(kind: str, levels: str, head_norm: str, architectur
         raise ConfigError(f"model.retinanet_levels: unknown '{levels}' (valid: {', '.join(RETINANET_LEVELS)})")
     if head_norm not in HEAD_NORMS:
         raise ConfigError(f"model.head_norm: unknown '{head_norm}' (valid: {', '.join(HEAD_NORMS)})")
-    changed = [name for name, value, default in (("retinanet_levels", levels, "p3_p7"),
-                                                 ("head_norm", head_norm, "none")) if value != default]
+    # the first of each list is the default, what every detector kind and zoo architecture accepts
+    changed = [name for name, value, default in (("retinanet_levels", levels, RETINANET_LEVELS[0]),
+                                                 ("head_norm", head_norm, HEAD_NORMS[0])) if value != default]
     if changed and kind != "retinanet":
         raise ConfigError(f"model.{changed[0]}: applies to RetinaNet only (model.kind is {kind})")
     if changed and architecture:
