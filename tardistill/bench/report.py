@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
     dates = sorted(r["finished"][:10] for r in records)
     run_minutes = sum(r["wall_s"] for r in records) / 60
     sweep_minutes = estimated_sweep_minutes(records, preset.jobs)
+    elapsed = elapsed_sweep_minutes(records)
     components, choices = component_rows(records), choice_rows(records)
     baselines, retinanet = baseline_rows(records), retinanet_rows(records)
     lines = [
@@ -107,7 +108,9 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         + (f" ({dates[0]} to {dates[-1]})" if dates else "") + f", on {', '.join(machines)}; "
         f"{preset.jobs} run(s) at a time, {preset.threads or 'all'} torch thread(s) each; "
         f"{run_minutes:.0f} min of training summed over runs, about {sweep_minutes:.0f} min of wall time for "
-        f"these runs (the slowest teacher, then the other runs {preset.jobs} at a time). AP and AP50 are on the test split, from the "
+        f"these runs (the slowest teacher, then the other runs {preset.jobs} at a time)"
+        + (f"; measured: {elapsed:.0f} min from the first run's start to the last run's end (a sweep "
+           "resumed later counts the pause too)" if elapsed is not None else "") + ". AP and AP50 are on the test split, from the "
         f"checkpoint of each run that was best on the validation split; val AP is that best validation AP, the "
         f"number to choose settings by. Data: {preset.data['num_train']} / {preset.data['num_val']} / "
         f"{preset.data['num_test']} images at {preset.data['image_size']} px. Students train "
@@ -141,6 +144,16 @@ def estimated_sweep_minutes(records: list[dict], jobs: int) -> float:
     teachers = [r["wall_s"] for r in records if r["method"] == "teacher"]
     others = sum(r["wall_s"] for r in records) - max(teachers, default=0.0)
     return (max(teachers, default=0.0) + others / max(jobs, 1)) / 60
+
+
+def elapsed_sweep_minutes(records: list[dict]) -> float | None:
+    """Minutes from the earliest run start to the latest run end; None when a record predates the
+    "started" field (or there are none)."""
+    if not records or any("started" not in r for r in records):
+        return None
+    start = min(datetime.fromisoformat(r["started"]) for r in records)
+    end = max(datetime.fromisoformat(r["finished"]) for r in records)
+    return (end - start).total_seconds() / 60
 
 
 def _replace_section(results_md: Path, section: str, preset: Preset) -> None:

@@ -77,6 +77,7 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
     from tardistill.distill.runs import distill_student
     from tardistill.engine.runs import finish_run, train_detector
 
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if preset.threads:
         torch.set_num_threads(preset.threads)
     run_dir = out / "runs" / spec.key
@@ -99,7 +100,7 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
               "wall_s": result["wall_s"], "best_step": result.get("best_step"),
               "parameters": result["parameters"], "val_curve": _val_curve(run_dir),
               "threads": torch.get_num_threads(), "machine": machine_description(),
-              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_json_atomic(record_path(out, spec.key), record)
     return record
 

@@ -57,3 +57,13 @@ def test_estimated_sweep_minutes_puts_the_slowest_teacher_first():
                {"method": "tar", "wall_s": 240}, {"method": "none", "wall_s": 240}]
     assert estimated_sweep_minutes(records, jobs=2) == (600 + (120 + 240 + 240) / 2) / 60
     assert estimated_sweep_minutes([], jobs=2) == 0
+
+
+def test_elapsed_sweep_minutes_spans_first_start_to_last_finish():
+    from tardistill.bench.report import elapsed_sweep_minutes
+
+    records = [{"started": "2026-11-28T04:00:00+00:00", "finished": "2026-11-28T04:50:00+00:00"},
+               {"started": "2026-11-28T04:10:00+00:00", "finished": "2026-11-28T06:05:00+00:00"}]
+    assert elapsed_sweep_minutes(records) == 125
+    assert elapsed_sweep_minutes([*records, {"finished": "2026-11-28T07:00:00+00:00"}]) is None  # older record
+    assert elapsed_sweep_minutes([]) is None

@@ -31,6 +31,9 @@ def test_plan_has_every_row_the_report_needs():
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # teachers first: nothing that needs one is planned before it
     assert keys.index("faster_rcnn-teacher-default-s0") == 0
+    # the runs that need no teacher come before all that do: they fill the second slot while it trains
+    first_needing_teacher = next(i for i, r in enumerate(runs) if r.needs_teacher)
+    assert all(r.needs_teacher or r.method == "teacher" for r in runs[first_needing_teacher:])
 
 
 def test_sweep_writes_records_and_resumes(tmp_path):
@@ -41,6 +44,7 @@ def test_sweep_writes_records_and_resumes(tmp_path):
     tar = records["faster_rcnn-tar-full-s0"]
     assert (tar["method"], tar["variant"], tar["seed"], tar["iterations"]) == ("tar", "full", 0, 2)
     assert 0 <= tar["ap"] <= 1 and tar["wall_s"] > 0 and tar["val_curve"]
+    assert tar["started"] <= tar["finished"]
     assert records["faster_rcnn-teacher-default-s0"]["method"] == "teacher"
     second = run_sweep(TINY, tmp_path, seeds=1, only=only)
     assert second["done"] == [] and sorted(second["skipped"]) == sorted(records)
