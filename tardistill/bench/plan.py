@@ -7,6 +7,7 @@ Groups:
 - choices: the options the paper leaves open (gates, Gaussian beta, decay form, sharing), each
   changed alone from the full method. (The loss-weight rows of the first cpu sweep are reported in
   docs/RESULTS.md 4c; they left the plan to fit the 2.5 h budget.)
+- tuned: TAR with the preset's choices tuned on the validation split (Preset.tar_tuned).
 - baselines: FitNet, FGFI, Chen et al. 2017 and FGD on the same teacher, student and schedule.
 - retinanet: teacher, student alone and TAR for the one-stage detector.
 """
@@ -98,5 +99,7 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
         if seed in seeds_of("baselines"):
             runs += [RunSpec(frcnn, method, "default", seed, "baselines") for method in BASELINES]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o) for name, o in CHOICES.items()]
+    if preset.tar_tuned:
+        runs += [RunSpec(frcnn, "tar", "tuned", s, "tuned", preset.tar_tuned) for s in seeds_of("tuned")]
     runs += [RunSpec(retina, "tar", "full", seed, "retinanet") for seed in retina_seeds[1:]]
     return runs

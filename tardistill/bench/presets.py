@@ -25,6 +25,8 @@ class Preset:
     teacher / student: the two architectures per kind; *_iterations: the schedules.
     jobs: runs side by side (one process each); threads: torch threads per run.
     seeded_groups: run groups repeated for every seed; the others run seed 0 only.
+    tar_tuned: overrides of TAR's open choices and weights chosen on this preset's validation split;
+        the `tuned` group runs them (on top of `tar`) for Faster R-CNN. Empty: no tuned runs.
     init_from: detector kind -> role (teacher | student) -> key of the sweep run whose best weights
         start that run (it waits for that run); a stand-in for the ImageNet backbones real detectors
         start from. Roles not named start from scratch.
@@ -44,6 +46,7 @@ class Preset:
     # 600 iterations): 1 -> 0.0 val AP (the student stopped learning at lr 0.05), 0.3 -> 11.7,
     # 0.1 -> 9.9; the student alone reached 6.3. lambda_fpn puts the FPN term at the detection loss's scale at step 0.
     tar: tuple[str, ...] = field(default=("distill.fpn_weight=0.0005", "distill.cls_weight=0.3"))
+    tar_tuned: tuple[str, ...] = ()
     init_from: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -71,7 +74,10 @@ PRESETS = {
                  "retinanet": ("model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64")},
         teacher_iterations={"faster_rcnn": 800, "retinanet": 400},
         student_iterations={"faster_rcnn": 400, "retinanet": 400},
-        jobs=2, threads=1, seeded_groups=("components", "retinanet"),
+        jobs=2, threads=1, seeded_groups=("components", "retinanet", "tuned"),
+        # The best of each open choice on the first cpu preset's validation split, combined
+        # (docs/RESULTS.md 4c): 4x lambda_fpn, a wider Gaussian, union sharing, no decay.
+        tar_tuned=("distill.fpn_weight=0.002", "distill.beta=1.0", "distill.sharing=union", "distill.decay=constant"),
         # Both RetinaNets start from the backbone and FPN of the Faster R-CNN of the same architecture
         # (teacher from the teacher, students from the student trained alone, seed 0).
         init_from={"retinanet": {"teacher": "faster_rcnn-teacher-default-s0",

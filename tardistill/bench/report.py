@@ -16,7 +16,7 @@ from tardistill.bench import plots
 from tardistill.bench.plan import RunSpec, plan_runs
 from tardistill.bench.presets import Preset
 from tardistill.bench.reproduce import load_records, run_config
-from tardistill.bench.summary import (FULL_METHOD_LABEL, Row, baseline_rows, choice_rows, claims,
+from tardistill.bench.summary import (FULL_METHOD_LABEL, TUNED_LABEL, Row, baseline_rows, choice_rows, claims,
                                       component_rows, mean_std, retinanet_rows)
 from tardistill.metrics import format_table
 
@@ -123,6 +123,9 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         _table(choices, _find(choices, FULL_METHOD_LABEL), reference_name="full method"), "",
         "### TAR against other distillation methods (same teacher, student, data and schedule)", "",
         _table(baselines, _find(baselines, "student alone"), reference_name="student alone"), "",
+        *([f"`{TUNED_LABEL}`: {', '.join(f'`{o}`' for o in preset.tar_tuned)} on top of the defaults, the best "
+           "of each open choice on a validation split (docs/RESULTS.md 4c), combined.", ""]
+          if _find(baselines, TUNED_LABEL) else []),
         "### RetinaNet", "",
         _table(retinanet, _find(retinanet, "student alone"), reference_name="student alone"), "",
         "### Which of the paper's claims held here", "",

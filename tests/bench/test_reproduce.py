@@ -28,6 +28,8 @@ def test_plan_has_every_row_the_report_needs():
     assert {(name, seed) for name in COMPONENTS for seed in range(3)} <= frcnn_tar
     assert {(name, 0) for name in CHOICES} <= frcnn_tar
     assert {r.method for r in runs if r.group == "baselines"} == set(BASELINES)
+    assert [(r.variant, r.seed) for r in runs if r.group == "tuned"] == [("tuned", s) for s in range(3)]
+    assert not any(r.group == "tuned" for r in plan_runs(PRESETS["gpu"], seeds=3))  # nothing tuned there yet
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # teachers first: nothing that needs one is planned before it
     assert keys.index("faster_rcnn-teacher-default-s0") == 0

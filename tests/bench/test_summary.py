@@ -2,7 +2,7 @@
 
 import pytest
 
-from tardistill.bench.summary import claims, component_rows, mean_std, verdict
+from tardistill.bench.summary import baseline_rows, claims, component_rows, mean_std, verdict
 
 
 def record(method, variant="default", seed=0, ap=0.3, detector="faster_rcnn", group="components"):
@@ -54,5 +54,16 @@ def test_claims_on_constructed_records():
     assert found["Adaptive gating beats ungated (classification gate adaptive vs all RoIs)"] == "held (+5.0 AP, one seed)"
     assert found["+ regression head only adds AP over the student alone"] == "not measured (runs missing)"
     assert found["TAR beats fgd"] == "not measured (runs missing)"
+    assert not any(claim.startswith("TAR with its open choices tuned") for claim in found)  # no tuned runs
     assert (found["On RetinaNet, the TAR student beats the student alone (paper: +2.3 AP)"]
             == "held (+3.0 AP, seed std 1.4)")
+
+
+def test_tuned_tar_is_compared_with_the_best_baseline():
+    records = [*(record("none", "student", seed=s, ap=0.30) for s in range(2)),
+               record("fitnet", group="baselines", ap=0.33), record("fgd", group="baselines", ap=0.36),
+               *(record("tar", "tuned", seed=s, ap=a, group="tuned") for s, a in enumerate((0.38, 0.40)))]
+    found = dict(claims(records))
+    assert (found["TAR with its open choices tuned on validation beats the best baseline (fgd)"]
+            == "held (+3.0 AP, seed std 1.4)")
+    assert [r.label for r in baseline_rows(records)] == ["student alone", "fitnet", "fgd", "tar, choices tuned on val"]
