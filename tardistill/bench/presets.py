@@ -25,8 +25,8 @@ class Preset:
     teacher / student: the two architectures per kind; *_iterations: the schedules.
     jobs: runs side by side (one process each); threads: torch threads per run.
     seeded_groups: run groups repeated for every seed; the others run seed 0 only.
-    tar_tuned: overrides of TAR's open choices and weights chosen on this preset's validation split;
-        the `tuned` group runs them (on top of `tar`) for Faster R-CNN. Empty: no tuned runs.
+    tar_tuned: overrides of TAR's open choices and weights chosen on a validation split (the preset
+        says which); the `tuned` group runs them (on top of `tar`) for Faster R-CNN. Empty: no tuned runs.
     init_from: detector kind -> role (teacher | student) -> key of the sweep run whose best weights
         start that run (it waits for that run); a stand-in for the ImageNet backbones real detectors
         start from. Roles not named start from scratch.
@@ -44,7 +44,8 @@ class Preset:
     seeded_groups: tuple[str, ...]
     # TAR's weights. lambda_cls chosen on the first cpu preset's validation split (seed 0, full method,
     # 600 iterations): 1 -> 0.0 val AP (the student stopped learning at lr 0.05), 0.3 -> 11.7,
-    # 0.1 -> 9.9; the student alone reached 6.3. lambda_fpn puts the FPN term at the detection loss's scale at step 0.
+    # 0.1 -> 9.9; the student alone reached 6.3. lambda_fpn puts the FPN term at the detection loss's
+    # scale at step 0.
     tar: tuple[str, ...] = field(default=("distill.fpn_weight=0.0005", "distill.cls_weight=0.3"))
     tar_tuned: tuple[str, ...] = ()
     init_from: dict[str, dict[str, str]] = field(default_factory=dict)
