@@ -150,11 +150,12 @@ def claims(records: list[dict]) -> list[tuple[str, str]]:
                         ("reg_gate=always", "regression gate teacher_better vs always")):
         ungated = row(name, select(records, variant=name, **frcnn))
         result.append((f"Adaptive gating beats ungated ({label})", verdict(_compare(full_s0, ungated))))
+    baselines = []
     for method in BASELINES:
         baseline = row(method, select(records, detector="faster_rcnn", method=method))
         result.append((f"TAR beats {method}", verdict(_compare(full, baseline))))
+        baselines += [baseline] if baseline else []
     tuned = row(TUNED_LABEL, select(records, variant="tuned", **frcnn))
-    baselines = [r for r in (row(m, select(records, detector="faster_rcnn", method=m)) for m in BASELINES) if r]
     if tuned is not None and baselines:
         best = max(baselines, key=lambda r: r.mean_ap)
         result.append((f"TAR with its open choices tuned on validation beats the best baseline ({best.label})",
