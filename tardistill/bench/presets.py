@@ -3,12 +3,11 @@
 `cpu` fits 2.5 hours on a 2-core CPU: 128 px images, a full-width ResNet-18-FPN teacher and a
 quarter-width ResNet-18-FPN student, short schedules, and two runs at a time with one thread each
 (on this machine one thread is almost as fast as two per run, so two runs side by side nearly double
-the throughput). Measured: 123 min for its 43 runs (CPU-2, 2026-11-28). Its
-first version (teacher 1200 iterations, students 600, 14 choice rows) was estimated at about 4.2 hours
-from per-run times inflated by other work beside it; the schedules were cut by a third and the
-loss-weight rows left the plan. `gpu` is the paper's setting scaled
-to the built-in data: the ResNet-101 to ResNet-50 pair on larger images, more data and longer
-schedules.
+the throughput). Measured: 123 min for its 43 runs (CPU-2, 2026-11-28). Its first version (teacher
+1200 iterations, students 600, 14 choice rows) was estimated at about 4.2 hours from per-run times
+inflated by other work beside it; the schedules were cut by a third and the loss-weight rows left
+the plan. `gpu` is the paper's setting scaled to the built-in data: the ResNet-101 to ResNet-50 pair
+on larger images, more data and longer schedules.
 """
 
 from __future__ import annotations

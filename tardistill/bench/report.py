@@ -124,7 +124,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         "### TAR against other distillation methods (same teacher, student, data and schedule)", "",
         _table(baselines, _find(baselines, "student alone"), reference_name="student alone"), "",
         *([f"`{TUNED_LABEL}`: {', '.join(f'`{o}`' for o in preset.tar_tuned)} on top of the defaults, the best "
-           "of each open choice on a validation split (docs/RESULTS.md 4c), combined.", ""]
+           "of each open choice on a validation split, combined (`Preset.tar_tuned` says which split).", ""]
           if _find(baselines, TUNED_LABEL) else []),
         "### RetinaNet", "",
         _table(retinanet, _find(retinanet, "student alone"), reference_name="student alone"), "",
