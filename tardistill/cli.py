@@ -22,13 +22,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    synth = data.add_parser("synth", help="write the built-in synthetic benchmark (COCO format)")
-    synth.add_argument("--out", required=True, type=Path)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--num-train", type=int, default=4000)
-    synth.add_argument("--num-val", type=int, default=500)
-    synth.add_argument("--num-test", type=int, default=500)
-    synth.add_argument("--image-size", type=int, default=128)
+    for name, help_text, sizes in (
+            ("synth", "write the built-in synthetic benchmark (COCO format)", (4000, 500, 500)),
+            ("digits", "write the second built-in set: handwritten digits (scikit-learn's bundled scans) on "
+                       "textured canvases", (2000, 150, 300)),
+            ("shapes", "write the pretraining set: eight shapes no benchmark uses (train a detector on it and "
+                       "load its backbone with model.backbone_weights)", (2000, 150, 150))):
+        sub = data.add_parser(name, help=help_text)
+        sub.add_argument("--out", required=True, type=Path)
+        sub.add_argument("--seed", type=int, default=0)
+        for option, default in zip(("--num-train", "--num-val", "--num-test"), sizes):
+            sub.add_argument(option, type=int, default=default)
+        sub.add_argument("--image-size", type=int, default=128)
 
     for name, help_text in (("train", "train a detector"), ("distill", "distill a teacher into a student")):
         sub = commands.add_parser(name, help=help_text)
@@ -135,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     from tardistill import commands
 
     if args.command == "data":
-        summary = commands.make_synthetic(args.out, seed=args.seed, num_train=args.num_train,
+        summary = commands.make_dataset(args.data_command, args.out, seed=args.seed, num_train=args.num_train,
                                           num_val=args.num_val, num_test=args.num_test, image_size=args.image_size)
         print(json.dumps(summary))
     elif args.command in ("train", "distill"):

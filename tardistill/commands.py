@@ -9,11 +9,11 @@ from tardistill.config import load_config
 from tardistill.errors import TardistillError
 
 
-def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
-    """Write the built-in benchmark (`tardistill data synth`)."""
-    from tardistill.data.synthetic import generate_synthetic
+def make_dataset(name: str, out: Path, **options: Any) -> dict[str, Any]:
+    """Write a generated dataset (`tardistill data synth | digits | shapes`)."""
+    from tardistill.data.generated import generate_dataset
 
-    return generate_synthetic(out, **options)
+    return generate_dataset(name, out, **options)
 
 
 def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:

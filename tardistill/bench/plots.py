@@ -35,15 +35,17 @@ def _save(figure, path: Path) -> Path:
 
 
 def plot_val_ap(records: list[dict], runs_dir: Path, path: Path) -> Path:
-    """Validation AP against iteration, seed 0, one line per method and variant."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for axis, detector in zip(axes, ("faster_rcnn", "retinanet")):
+    """Validation AP against iteration, seed 0, one panel per dataset and detector with runs."""
+    panels = sorted({(r.get("dataset", "synth"), r["detector"]) for r in records if r["method"] != "pretrain"})
+    figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(6 * max(len(panels), 1), 4.5), squeeze=False)
+    for axis, (dataset, detector) in zip(axes[0], panels):
         for record in records:
-            if record["detector"] == detector and record["seed"] == 0 and record["group"] != "choices":
+            if (record.get("dataset", "synth"), record["detector"]) == (dataset, detector) and \
+                    record["seed"] == 0 and record["group"] in ("reference", "main", "baselines", "retinanet"):
                 steps, ap = _series(runs_dir / record["key"], "val", "AP")
                 style = "--" if record["method"] == "teacher" else "-"
                 axis.plot(steps, [100 * a for a in ap], style, marker="o", markersize=3, label=_label(record))
-        axis.set(title=f"{detector}: validation AP (seed 0)", xlabel="iteration", ylabel="AP")
+        axis.set(title=f"{dataset}, {detector}: validation AP (seed 0)", xlabel="iteration", ylabel="AP")
         axis.grid(alpha=0.3)
     return _save(figure, path)
 
@@ -52,7 +54,7 @@ def plot_decay(records: list[dict], runs_dir: Path, path: Path) -> Path:
     """w(t) as logged by the runs of each decay form."""
     figure, axis = plt.subplots(figsize=(6, 4))
     for record in records:
-        if record["detector"] == "faster_rcnn" and record["seed"] == 0 and (
+        if record["detector"] == "faster_rcnn" and record["seed"] == 0 and record.get("dataset", "synth") == "synth" and (
                 record["variant"] in ("full", "full_no_decay") or record["variant"].startswith("decay=")):
             steps, weight = _series(runs_dir / record["key"], "train", "stat/decay_w")
             axis.plot(steps, weight, label=_label(record))
@@ -70,7 +72,8 @@ def plot_gate_rates(records: list[dict], runs_dir: Path, path: Path) -> Path:
                     record["variant"] in ("full",) or "gate" in record["variant"]):
                 steps, rate = _series(runs_dir / record["key"], "train", stat)
                 if steps:
-                    axis.plot(steps, rate, label=f"{record['detector']} {_label(record)}", alpha=0.8)
+                    axis.plot(steps, rate, label=f"{record.get('dataset', 'synth')} {record['detector']} "
+                              f"{_label(record)}", alpha=0.8)
         axis.set(title=f"{stat.removeprefix('stat/')} (teacher preferred)", xlabel="iteration",
                  ylabel="fraction of positives", ylim=(0, 1.05))
         axis.grid(alpha=0.3)

@@ -21,19 +21,21 @@ from tardistill.errors import ConfigError
 class Preset:
     """One scale of the reproduction benchmark.
 
-    data: `generate_synthetic` sizes. overrides: config keys for every run of a detector kind;
+    datasets: dataset name (synth | digits) -> generator sizes; the first carries the ablation rows.
+    overrides: config keys for every run of a detector kind;
     teacher / student: the two architectures per kind; *_iterations: the schedules.
+    pretrain: role (teacher | student) -> iterations of its architecture's pretraining, a Faster R-CNN
+        trained from scratch on the shapes set (data/pretrain_shapes.py) before anything else, with
+        pretrain_overrides; every run of that role starts from its backbone body (model.backbone_weights),
+        as a real detector starts from ImageNet weights. Roles not named start from scratch.
     jobs: runs side by side (one process each); threads: torch threads per run.
     seeded_groups: run groups repeated for every seed; the others run seed 0 only.
-    tar_tuned: overrides of TAR's open choices and weights chosen on a validation split (the preset
-        says which); the `tuned` group runs them (on top of `tar`) for Faster R-CNN. Empty: no tuned runs.
-    init_from: detector kind -> role (teacher | student) -> key of the sweep run whose best weights
-        start that run (it waits for that run); a stand-in for the ImageNet backbones real detectors
-        start from. Roles not named start from scratch.
+    tar: overrides of TAR's settings for every TAR run; empty: TAR at the shipped defaults.
+    init_from: detector kind -> role -> key of the sweep run whose best weights start that run.
     """
 
     name: str
-    data: dict[str, int]
+    datasets: dict[str, dict[str, int]]
     overrides: dict[str, tuple[str, ...]]
     teacher: dict[str, tuple[str, ...]]
     student: dict[str, tuple[str, ...]]
@@ -42,30 +44,37 @@ class Preset:
     jobs: int
     threads: int
     seeded_groups: tuple[str, ...]
-    # TAR's weights. lambda_cls chosen on the first cpu preset's validation split (seed 0, full method,
-    # 600 iterations): 1 -> 0.0 val AP (the student stopped learning at lr 0.05), 0.3 -> 11.7,
-    # 0.1 -> 9.9; the student alone reached 6.3. lambda_fpn puts the FPN term at the detection loss's
-    # scale at step 0.
-    tar: tuple[str, ...] = field(default=("distill.fpn_weight=0.0005", "distill.cls_weight=0.3"))
-    tar_tuned: tuple[str, ...] = ()
+    pretrain: dict[str, int] = field(default_factory=dict)
+    pretrain_overrides: tuple[str, ...] = ()
+    tar: tuple[str, ...] = ()
     init_from: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, int]:
+        """The sizes of the first dataset (every dataset of the cpu and gpu presets has the same)."""
+        return next(iter(self.datasets.values()))
 
 
 _FRCNN_SMALL = ("model.anchor_sizes=[8,16,32,64,128]", "model.rpn_pre_nms_top_n_train=600",
                 "model.rpn_post_nms_top_n_train=300", "model.rpn_pre_nms_top_n_test=500",
                 "model.rpn_post_nms_top_n_test=300", "model.box_batch_size_per_image=128")
-# RetinaNet from scratch barely learned here: 0.26 val AP after 1200 iterations (P3-P7, plain head; its
-# regression loss never fell), because with P3 at stride 8 most of these 8-50 px objects get one
-# low-IoU positive anchor. P2-P6 levels, a GroupNorm head and a start from the Faster R-CNN run's
-# backbone and FPN (init_from, below) reached 1.7 val AP at step 75 (probe, CPU-2, 2026-11-28).
+# RetinaNet from scratch barely learned here: 0.26 val AP after 1200 iterations (P3-P7, plain head),
+# because with P3 at stride 8 most of these 8-50 px objects get one low-IoU positive anchor. P2-P6
+# levels and a GroupNorm head fixed that (docs/RESULTS.md 9).
 _RETINA_SMALL = ("model.anchor_sizes=[8,16,32,64,128]", "model.retinanet_levels=p2_p6", "model.head_norm=group")
-# lr 0.05: from scratch, the student reached 2.9 val AP at step 400 with it, 0.95 with 0.02 (probe, CPU-2).
-_SCHEDULE = ("train.batch_size=8", "train.lr=0.05", "train.warmup_iterations=100")
+# From pretrained backbones: lr 0.02 (torchvision's reference for batch 16 is 0.02) and a cosine
+# schedule, which ends with a near-zero learning rate, so the last quarter shows convergence, not an
+# LR drop.
+_SCHEDULE = ("train.batch_size=8", "train.lr=0.02", "train.warmup_iterations=100", "train.schedule=cosine")
+# From scratch (the pretraining runs): lr 0.05 and a multistep schedule; the student reached 2.9 val AP
+# at step 400 with lr 0.05, 0.95 with 0.02 (probe, CPU-2, 2026-11-28).
+_SCRATCH_SCHEDULE = ("train.lr=0.05", "train.schedule=multistep")
+_CPU_DATA = dict(num_train=2000, num_val=150, num_test=300, image_size=128)
 
 PRESETS = {
     "cpu": Preset(
         name="cpu",
-        data=dict(num_train=2000, num_val=150, num_test=300, image_size=128),
+        datasets={"synth": _CPU_DATA, "digits": _CPU_DATA},
         overrides={"faster_rcnn": ("model.kind=faster_rcnn", *_FRCNN_SMALL, *_SCHEDULE),
                    "retinanet": ("model.kind=retinanet", *_RETINA_SMALL, *_SCHEDULE)},
         teacher={"faster_rcnn": ("model.backbone=resnet18", "model.fpn_channels=128", "model.head_width=512"),
@@ -73,28 +82,28 @@ PRESETS = {
         student={"faster_rcnn": ("model.backbone=resnet18", "model.width_multiplier=0.25",
                                  "model.fpn_channels=64", "model.head_width=256"),
                  "retinanet": ("model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64")},
-        teacher_iterations={"faster_rcnn": 800, "retinanet": 400},
-        student_iterations={"faster_rcnn": 400, "retinanet": 400},
-        jobs=2, threads=1, seeded_groups=("components", "retinanet", "tuned"),
-        # The best of each open choice on the first cpu preset's validation split, combined
-        # (docs/RESULTS.md 4c): 4x lambda_fpn, a wider Gaussian, union sharing, no decay.
-        tar_tuned=("distill.fpn_weight=0.002", "distill.beta=1.0", "distill.sharing=union", "distill.decay=constant"),
-        # Both RetinaNets start from the backbone and FPN of the Faster R-CNN of the same architecture
-        # (teacher from the teacher, students from the student trained alone, seed 0).
-        init_from={"retinanet": {"teacher": "faster_rcnn-teacher-default-s0",
-                                 "student": "faster_rcnn-none-student-s0"}}),
+        pretrain={"teacher": 1000, "student": 1500}, pretrain_overrides=_SCRATCH_SCHEDULE,
+        teacher_iterations={"faster_rcnn": 800, "retinanet": 600},
+        student_iterations={"faster_rcnn": 800, "retinanet": 600},
+        jobs=2, threads=1, seeded_groups=("main", "components")),
     "gpu": Preset(
         name="gpu",
-        data=dict(num_train=8000, num_val=500, num_test=1000, image_size=320),
+        datasets={"synth": dict(num_train=8000, num_val=500, num_test=1000, image_size=320),
+                  "digits": dict(num_train=8000, num_val=500, num_test=1000, image_size=320)},
         overrides={"faster_rcnn": ("model.kind=faster_rcnn", "model.anchor_sizes=[16,32,64,128,256]",
-                                   "train.batch_size=16", "train.lr=0.02", "train.warmup_iterations=500"),
+                                   "train.batch_size=16", "train.lr=0.02", "train.warmup_iterations=500",
+                                   "train.schedule=cosine"),
                    "retinanet": ("model.kind=retinanet", "model.anchor_sizes=[16,32,64,128,256]",
-                                 "train.batch_size=16", "train.lr=0.01", "train.warmup_iterations=500")},
+                                 "train.batch_size=16", "train.lr=0.01", "train.warmup_iterations=500",
+                                 "train.schedule=cosine")},
         teacher={"faster_rcnn": ("model.backbone=resnet101",), "retinanet": ("model.backbone=resnet101",)},
         student={"faster_rcnn": ("model.backbone=resnet50",), "retinanet": ("model.backbone=resnet50",)},
+        # ResNet-101 and ResNet-50 from scratch would sit at the floor here too; pretrained at this
+        # preset's scale.
+        pretrain={"teacher": 8000, "student": 8000}, pretrain_overrides=_SCRATCH_SCHEDULE,
         teacher_iterations={"faster_rcnn": 12000, "retinanet": 12000},
         student_iterations={"faster_rcnn": 6000, "retinanet": 6000},
-        jobs=1, threads=0, seeded_groups=("components", "baselines")),
+        jobs=1, threads=0, seeded_groups=("main", "components", "baselines")),
 }
 
 

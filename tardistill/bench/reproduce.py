@@ -1,7 +1,7 @@
 """`tardistill bench reproduce`: every run of the paper's ablation and the method comparison, resumable.
 
 Layout under OUT:
-    data/                 the built-in benchmark at the preset's scale (generated once)
+    data/<dataset>/       each dataset of the preset at its scale (generated once)
     runs/<key>/           one training run each (checkpoints, metrics.jsonl, result.json)
     records/<key>.json    one result record per finished run; a re-run skips these
     logs/<key>.log        each run's log
@@ -26,21 +26,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tardistill.bench.plan import RunSpec, plan_runs
+from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
 
 log = logging.getLogger(__name__)
 
 
+DATA_FORMATS = {"synth": "synth", "digits": "coco", "shapes": "coco"}
+
+
 def run_config(spec: RunSpec, preset: Preset, out: Path) -> Config:
-    """The full config of one run."""
+    """The full config of one detection run."""
     arch = preset.teacher if spec.role == "teacher" else preset.student
-    iterations = (preset.teacher_iterations if spec.role == "teacher" else preset.student_iterations)[spec.detector]
-    overrides = ["data.format=synth", f"data.root={out / 'data'}", f"name={spec.key}", f"seed={spec.seed}",
-                 *preset.overrides[spec.detector], *arch[spec.detector],
-                 f"train.iterations={iterations}", f"train.eval_every={max(iterations // 4, 1)}",
+    if spec.method == PRETRAIN:
+        arch, iterations = (preset.teacher if spec.variant == "teacher" else preset.student), preset.pretrain[spec.variant]
+    else:
+        iterations = (preset.teacher_iterations if spec.role == "teacher" else preset.student_iterations)[spec.detector]
+    overrides = [f"data.format={DATA_FORMATS[spec.dataset]}", f"data.root={out / 'data' / spec.dataset}",
+                 f"name={spec.key}", f"seed={spec.seed}", *preset.overrides[spec.detector], *arch[spec.detector],
+                 f"train.iterations={iterations}", f"train.eval_every={max(iterations // 8, 1)}",
                  f"train.checkpoint_every={max(iterations // 10, 1)}", "train.log_every=20"]
+    if spec.method == PRETRAIN:
+        overrides += preset.pretrain_overrides
+    elif spec.role in preset.pretrain:
+        overrides.append(f"model.backbone_weights={pretrained_path(spec.role, out)}")
     init_key = spec.init_key(preset)
     if init_key:
         overrides.append(f"model.weights={out / 'runs' / init_key / 'best.safetensors'}")
@@ -51,6 +61,12 @@ def run_config(spec: RunSpec, preset: Preset, out: Path) -> Config:
     if spec.needs_teacher:
         overrides.append(f"distill.teacher={out / 'runs' / spec.teacher_key / 'best.safetensors'}")
     return load_config(None, overrides)
+
+
+def pretrained_path(role: str, out: Path) -> Path:
+    """The weights that `role` (teacher | student) starts from: its pretraining run's best checkpoint,
+    of which `model.backbone_weights` loads the backbone body only."""
+    return out / "runs" / pretrain_spec(role).key / "best.safetensors"
 
 
 def record_path(out: Path, key: str) -> Path:
@@ -74,35 +90,42 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
     """Train, evaluate and record one run (in a worker process); returns its record."""
     import torch
 
-    from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import finish_run, train_detector
-
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_at_start = os.getloadavg()[0]
     if preset.threads:
         torch.set_num_threads(preset.threads)
-    run_dir = out / "runs" / spec.key
     handler = logging.FileHandler(out / "logs" / f"{spec.key}.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        config = run_config(spec, preset, out)
-        runner = train_detector if spec.method == "teacher" else distill_student
-        result = finish_run(config, run_dir, runner(config, run_dir, resume=True))
+        record = _train(spec, preset, out)
     finally:
         root.removeHandler(handler)
         handler.close()
-    record = {"detector": spec.detector, "method": spec.method, "variant": spec.variant, "seed": spec.seed,
-              "group": spec.group, "key": spec.key, "preset": preset.name,
-              "ap": result["test_metrics"]["AP"], "ap50": result["test_metrics"]["AP50"],
-              "test_metrics": result["test_metrics"], "iterations": config.train.iterations,
-              "wall_s": result["wall_s"], "best_step": result.get("best_step"),
-              "parameters": result["parameters"], "val_curve": _val_curve(run_dir),
-              "threads": torch.get_num_threads(), "machine": machine_description(),
-              "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record.update({"detector": spec.detector, "method": spec.method, "variant": spec.variant,
+                   "seed": spec.seed, "group": spec.group, "key": spec.key, "dataset": spec.dataset,
+                   "preset": preset.name, "threads": torch.get_num_threads(), "machine": machine_description(),
+                   # the 1-minute load average: above the sweep's own runs, other work shared the cores
+                   "load_avg": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+                   "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     _write_json_atomic(record_path(out, spec.key), record)
     return record
+
+
+def _train(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
+    from tardistill.distill.runs import distill_student
+    from tardistill.engine.runs import finish_run, train_detector
+
+    run_dir = out / "runs" / spec.key
+    config = run_config(spec, preset, out)
+    runner = train_detector if spec.role == "teacher" or spec.method == PRETRAIN else distill_student
+    result = finish_run(config, run_dir, runner(config, run_dir, resume=True))
+    return {"ap": result["test_metrics"]["AP"], "ap50": result["test_metrics"]["AP50"],
+            "test_metrics": result["test_metrics"], "iterations": config.train.iterations,
+            "wall_s": result["wall_s"], "best_step": result.get("best_step"),
+            "parameters": result["parameters"], "val_curve": _val_curve(run_dir)}
 
 
 def _execute_safely(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
@@ -127,11 +150,15 @@ def load_records(out: Path) -> list[dict[str, Any]]:
 
 
 def ensure_data(preset: Preset, out: Path) -> None:
-    from tardistill.data.synthetic import generate_synthetic
+    """Generate each dataset of the preset under OUT/data/<name>, unless it is there already."""
+    from tardistill.data.generated import generate_dataset
 
-    if not (out / "data" / "annotations" / "test.json").is_file():
-        log.info("bench reproduce: writing the built-in benchmark to %s", out / "data")
-        generate_synthetic(out / "data", seed=0, workers=max(preset.jobs, 1), **preset.data)
+    datasets = {**preset.datasets, **({"shapes": preset.data} if preset.pretrain else {})}
+    for name, sizes in datasets.items():
+        root = out / "data" / name
+        if not (root / "annotations" / "test.json").is_file():
+            log.info("bench reproduce: writing the %s dataset to %s", name, root)
+            generate_dataset(name, root, seed=0, workers=max(preset.jobs, 1), **sizes)
 
 
 def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:

@@ -1,6 +1,8 @@
-"""Numbers of the reproduction report from run records: rows of mean ± std, and the claims verdicts.
+"""Numbers of the reproduction report from run records: rows of mean ± std, convergence and the claims.
 
 Pure functions over the records written by `bench.reproduce`, so they are tested on hand-made records.
+Every comparison follows one rule: a difference is decided (held / did not hold / within seed noise)
+only when both sides have two or more seeds; with one seed on either side it is "unconfirmed".
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS
+from tardistill.bench.plan import BASELINES, COMPONENTS, SENSITIVITY_FACTORS, WEIGHT_KEYS
 
 COMPONENT_LABELS = {"fpn_only": "+ Gaussian FPN only", "cls_only": "+ classification head only",
                     "reg_only": "+ regression head only", "full_no_decay": "full method, no decay",
-                    "full": "full method, linear decay"}
-
-TUNED_LABEL = "tar, choices tuned on val"
-FULL_METHOD_LABEL = "full method (adaptive gates, teacher_better, beta 0.5, linear, student RoIs)"
+                    "full": "full method, linear decay (TAR's defaults)"}
+TAR_LABEL = "TAR (shipped defaults)"
+# A student has converged when its validation AP gains less than this over the last quarter of its
+# schedule, and no more than CONVERGED_SHARE of its final value.
+CONVERGED_GAIN = 0.01
+CONVERGED_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,16 @@ class Row:
     def std_ap(self) -> float:
         return statistics.stdev(self.ap) if self.n > 1 else 0.0
 
+    @property
+    def mean_val_ap(self) -> float:
+        values = [v for v in self.val_ap if v == v]
+        return statistics.fmean(values) if values else float("nan")
+
 
 def select(records: list[dict], **fields: Any) -> list[dict]:
-    """The records whose fields equal all of `fields`."""
-    return [r for r in records if all(r.get(k) == v for k, v in fields.items())]
+    """The records whose fields equal all of `fields` (a record without `dataset` is synth's)."""
+    return [r for r in records if all(r.get(k, "synth" if k == "dataset" else None) == v
+                                      for k, v in fields.items())]
 
 
 def row(label: str, records: list[dict]) -> Row | None:
@@ -65,102 +75,181 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def teacher_row(records: list[dict], detector: str) -> Row | None:
-    return row("teacher", select(records, detector=detector, method="teacher"))
+def teacher_row(records: list[dict], dataset: str, detector: str = "faster_rcnn") -> Row | None:
+    return row("teacher", select(records, dataset=dataset, detector=detector, method="teacher"))
 
 
-def student_row(records: list[dict], detector: str) -> Row | None:
-    return row("student alone", select(records, detector=detector, method="none"))
+def student_row(records: list[dict], dataset: str, detector: str = "faster_rcnn") -> Row | None:
+    return row("student alone", select(records, dataset=dataset, detector=detector, method="none"))
 
 
-def component_rows(records: list[dict]) -> list[Row]:
-    """The paper's ablation on Faster R-CNN, teacher and student alone included."""
-    rows = [teacher_row(records, "faster_rcnn"), student_row(records, "faster_rcnn")]
-    rows += [row(COMPONENT_LABELS[name], select(records, detector="faster_rcnn", method="tar", variant=name,
-                                                group="components")) for name in COMPONENTS]
+def tar_row(records: list[dict], dataset: str, detector: str = "faster_rcnn", label: str = TAR_LABEL
+            ) -> Row | None:
+    return row(label, select(records, dataset=dataset, detector=detector, method="tar", variant="full"))
+
+
+def baseline_list(records: list[dict]) -> list[str]:
+    """The baselines in plan order, then any other method the records hold (a method added later)."""
+    known = {"teacher", "none", "tar", "pretrain"}
+    extra = sorted({r["method"] for r in records} - known - set(BASELINES))
+    return [*BASELINES, *extra]
+
+
+def headline_rows(records: list[dict], dataset: str) -> list[Row]:
+    """Teacher, student alone, TAR at its defaults and every baseline at its paper defaults."""
+    rows = [teacher_row(records, dataset), student_row(records, dataset), tar_row(records, dataset)]
+    rows += [row(method, select(records, dataset=dataset, detector="faster_rcnn", method=method))
+             for method in baseline_list(records)]
     return [r for r in rows if r is not None]
 
 
-def choice_rows(records: list[dict]) -> list[Row]:
-    """Each open choice changed alone from the full method, against the full method on the same seed."""
-    reference = row(FULL_METHOD_LABEL, select(records, detector="faster_rcnn", method="tar", variant="full", seed=0))
-    rows = [reference] + [row(name, select(records, detector="faster_rcnn", method="tar", variant=name))
-                          for name in CHOICES]
+def component_rows(records: list[dict], dataset: str) -> list[Row]:
+    """The paper's ablation: student alone, each part alone, the full method without and with decay."""
+    rows = [student_row(records, dataset)]
+    rows += [row(COMPONENT_LABELS[name], select(records, dataset=dataset, detector="faster_rcnn", method="tar",
+                                                variant=name)) for name in (*COMPONENTS, "full_no_decay")]
+    rows.append(tar_row(records, dataset, label=COMPONENT_LABELS["full"]))
     return [r for r in rows if r is not None]
 
 
-def baseline_rows(records: list[dict]) -> list[Row]:
-    rows = [teacher_row(records, "faster_rcnn"), student_row(records, "faster_rcnn")]
-    rows += [row(method, select(records, detector="faster_rcnn", method=method)) for method in BASELINES]
-    rows.append(row("tar", select(records, detector="faster_rcnn", method="tar", variant="full")))
-    rows.append(row(TUNED_LABEL, select(records, detector="faster_rcnn", method="tar", variant="tuned")))
+def sensitivity_grid(records: list[dict], dataset: str) -> list[tuple[str, list[Row | None]]]:
+    """(weight key, [row at 0.3x, row at 1x (the defaults, seed 0), row at 3x]) for each TAR weight."""
+    default = row("1x", select(records, dataset=dataset, detector="faster_rcnn", method="tar", variant="full",
+                               seed=0))
+    grid = []
+    for key in WEIGHT_KEYS:
+        low, high = (row(f"{key} x{factor:g}", select(records, dataset=dataset, detector="faster_rcnn", method="tar",
+                                                 variant=f"{key}x{factor:g}")) for factor in SENSITIVITY_FACTORS)
+        grid.append((key, [low, default, high]))
+    return grid
+
+
+def choice_rows(records: list[dict], dataset: str) -> list[Row]:
+    """The full method (seed 0) and each gate in its ungated form."""
+    rows = [row("adaptive gates (defaults)", select(records, dataset=dataset, detector="faster_rcnn",
+                                                    method="tar", variant="full", seed=0))]
+    rows += [row(name, select(records, dataset=dataset, detector="faster_rcnn", method="tar", variant=name))
+             for name in ("cls_gate=all", "reg_gate=always")]
     return [r for r in rows if r is not None]
 
 
-def retinanet_rows(records: list[dict]) -> list[Row]:
-    rows = [teacher_row(records, "retinanet"), student_row(records, "retinanet"),
-            row("tar", select(records, detector="retinanet", method="tar", variant="full"))]
+def retinanet_rows(records: list[dict], dataset: str) -> list[Row]:
+    rows = [teacher_row(records, dataset, "retinanet"), student_row(records, dataset, "retinanet"),
+            tar_row(records, dataset, "retinanet")]
     return [r for r in rows if r is not None]
 
 
-def _compare(better: Row | None, worse: Row | None) -> tuple[float, float] | None:
-    """(mean AP difference, noise) in AP points; noise is the larger of the two rows' std."""
+def convergence(record: dict) -> dict[str, Any] | None:
+    """Validation AP gained over the last quarter of a run's schedule, and whether it converged."""
+    curve = record.get("val_curve") or []
+    if len(curve) < 2:
+        return None
+    final_step, final = curve[-1]
+    earlier = [ap for step, ap in curve if step <= 0.75 * final_step]
+    if not earlier:
+        return None
+    gain = final - earlier[-1]
+    return {"gain": gain, "final": final,
+            "converged": gain < CONVERGED_GAIN and gain <= CONVERGED_SHARE * max(final, 0.0)}
+
+
+def compare(better: Row | None, worse: Row | None) -> dict[str, Any] | None:
+    """The mean AP difference in points, the noise (the larger seed std) and whether it can be decided."""
     if better is None or worse is None:
         return None
-    return 100 * (better.mean_ap - worse.mean_ap), 100 * max(better.std_ap, worse.std_ap)
+    return {"delta": 100 * (better.mean_ap - worse.mean_ap), "noise": 100 * max(better.std_ap, worse.std_ap),
+            "decided": better.n > 1 and worse.n > 1}
 
 
-def verdict(difference: tuple[float, float] | None) -> str:
-    """'held', 'did not hold' or 'within seed noise', with the numbers behind it.
+def verdict(difference: dict[str, Any] | None, *, margin: float = 1.0) -> str:
+    """'held', 'did not hold', 'within seed noise' or 'unconfirmed', with the numbers behind it.
 
-    Noise is the larger seed std of the two rows; with one seed on both sides there is none to show.
+    margin: how many seed stds the difference must exceed to hold (the claims of the TAR issue ask 2
+    for "beats the student alone").
     """
     if difference is None:
         return "not measured (runs missing)"
-    delta, noise = difference
-    basis = f"{delta:+.1f} AP" + (f", seed std {noise:.1f}" if noise > 0 else ", one seed")
-    if noise > 0 and abs(delta) <= noise:
-        return f"within seed noise ({basis})"
-    return f"{'held' if delta > 0 else 'did not hold'} ({basis})"
+    delta, noise = difference["delta"], difference["noise"]
+    if not difference["decided"]:
+        basis = f"{delta:+.1f} AP" + (f"; the other row's seed std is {noise:.1f}" if noise > 0 else "")
+        return f"unconfirmed, one seed ({basis})"
+    basis = f"{delta:+.1f} AP, seed std {noise:.1f}"
+    if delta > margin * noise:
+        return f"held ({basis})"
+    if delta < -noise:
+        return f"did not hold ({basis})"
+    return f"within seed noise ({basis})" if margin == 1.0 else f"not by {margin:g} std ({basis})"
 
 
-def claims(records: list[dict]) -> list[tuple[str, str]]:
-    """The paper's claims and what this benchmark says about each."""
-    frcnn = dict(detector="faster_rcnn", method="tar")
-    student, teacher = student_row(records, "faster_rcnn"), teacher_row(records, "faster_rcnn")
-    full = row("full", select(records, variant="full", **frcnn))
-    full_s0 = row("full", select(records, variant="full", seed=0, **frcnn))
-    result = []
-    reach = _compare(full, teacher)
-    if reach is not None and student is not None:
-        gap = teacher.mean_ap - student.mean_ap
-        closed = 100 * (full.mean_ap - student.mean_ap) / gap if gap else float("nan")
-        reach_text = verdict(reach) + f"; TAR closes {closed:.0f}% of the teacher-student gap"
-    else:
-        reach_text = verdict(None)
-    result.append(("The TAR student reaches the teacher", reach_text))
-    for name in ("fpn_only", "cls_only", "reg_only"):
-        part = row(name, select(records, variant=name, **frcnn))
-        result.append((f"{COMPONENT_LABELS[name]} adds AP over the student alone",
-                       verdict(_compare(part, student))))
-    no_decay = row("no decay", select(records, variant="full_no_decay", **frcnn))
-    result.append(("Distillation decay helps (full with linear decay vs without)",
-                   verdict(_compare(full, no_decay))))
+def level_verdict(tar: Row | None, best: Row | None) -> str:
+    """Whether TAR is at least level with the best baseline: not below it by more than TAR's seed std."""
+    if tar is None or best is None:
+        return "not measured (runs missing)"
+    delta, noise = 100 * (tar.mean_ap - best.mean_ap), 100 * tar.std_ap
+    basis = f"{delta:+.1f} AP against {best.label}, TAR's seed std {noise:.1f}" + (
+        "; the baseline has one seed" if best.n == 1 else "")
+    return f"{'held' if delta >= -noise else 'did not hold'} ({basis})"
+
+
+def gap_closed(records: list[dict], dataset: str, candidate: Row | None) -> float | None:
+    """Share of the teacher-student AP gap that `candidate` closes, in percent."""
+    teacher, student = teacher_row(records, dataset), student_row(records, dataset)
+    if candidate is None or teacher is None or student is None or teacher.mean_ap == student.mean_ap:
+        return None
+    return 100 * (candidate.mean_ap - student.mean_ap) / (teacher.mean_ap - student.mean_ap)
+
+
+def best_baseline(records: list[dict], dataset: str) -> Row | None:
+    """The baseline with the best mean validation AP (chosen on validation, never on test)."""
+    rows = [r for r in headline_rows(records, dataset) if r.label in baseline_list(records)]
+    return max(rows, key=lambda r: r.mean_val_ap, default=None)
+
+
+def dataset_claims(records: list[dict], dataset: str) -> list[tuple[str, str]]:
+    """The claims the TAR issue asks of every dataset."""
+    tar, student = tar_row(records, dataset), student_row(records, dataset)
+    closed = gap_closed(records, dataset, tar)
+    best = best_baseline(records, dataset)
+    return [
+        ("TAR at the shipped defaults beats the student alone by more than 2 seed stds",
+         verdict(compare(tar, student), margin=2.0)),
+        ("TAR at the shipped defaults is at least level with the best baseline (best on validation)",
+         level_verdict(tar, best)),
+        ("Share of the teacher-student gap TAR closes",
+         "not measured (runs missing)" if closed is None else f"{closed:.0f}%"),
+    ]
+
+
+def ablation_claims(records: list[dict], dataset: str) -> list[tuple[str, str]]:
+    """The paper's ablation claims, decay and the gates, on the dataset that carries the ablation."""
+    student, full = student_row(records, dataset), tar_row(records, dataset)
+    found = []
+    for name in COMPONENTS:
+        part = row(name, select(records, dataset=dataset, method="tar", variant=name))
+        found.append((f"{COMPONENT_LABELS[name]} adds AP over the student alone", verdict(compare(part, student))))
+    no_decay = row("no decay", select(records, dataset=dataset, method="tar", variant="full_no_decay"))
+    found.append(("Distillation decay helps once the student converges (linear decay vs none)",
+                  verdict(compare(full, no_decay))))
+    full_s0 = row("full", select(records, dataset=dataset, method="tar", variant="full", seed=0,
+                                 detector="faster_rcnn"))
     for name, label in (("cls_gate=all", "classification gate adaptive vs all RoIs"),
                         ("reg_gate=always", "regression gate teacher_better vs always")):
-        ungated = row(name, select(records, variant=name, **frcnn))
-        result.append((f"Adaptive gating beats ungated ({label})", verdict(_compare(full_s0, ungated))))
-    baselines = []
-    for method in BASELINES:
-        baseline = row(method, select(records, detector="faster_rcnn", method=method))
-        result.append((f"TAR beats {method}", verdict(_compare(full, baseline))))
-        baselines += [baseline] if baseline else []
-    tuned = row(TUNED_LABEL, select(records, variant="tuned", **frcnn))
-    if tuned is not None and baselines:
-        best = max(baselines, key=lambda r: r.mean_ap)
-        result.append((f"TAR with its open choices tuned on validation beats the best baseline ({best.label})",
-                       verdict(_compare(tuned, best))))
-    retina_tar = row("tar", select(records, detector="retinanet", method="tar", variant="full"))
-    result.append(("On RetinaNet, the TAR student beats the student alone (paper: +2.3 AP)",
-                   verdict(_compare(retina_tar, student_row(records, "retinanet")))))
-    return result
+        ungated = row(name, select(records, dataset=dataset, method="tar", variant=name))
+        found.append((f"Adaptive gating beats ungated ({label})", verdict(compare(full_s0, ungated))))
+    retina_tar, retina_student = tar_row(records, dataset, "retinanet"), student_row(records, dataset, "retinanet")
+    found.append(("On RetinaNet, the TAR student beats the student alone (paper: +2.3 AP)",
+                  verdict(compare(retina_tar, retina_student))))
+    return found
+
+
+def sensitivity_claim(records: list[dict], dataset: str) -> str:
+    """Whether any weight at 0.3x or 3x stopped the student learning (below half the student alone's AP)."""
+    student = student_row(records, dataset)
+    rows = [r for _, cells in sensitivity_grid(records, dataset) for r in (cells[0], cells[2]) if r is not None]
+    if student is None or not rows:
+        return "not measured (runs missing)"
+    stopped = [r for r in rows if r.mean_ap < 0.5 * student.mean_ap]
+    worst = min(rows, key=lambda r: r.mean_ap)
+    return (f"{len(stopped)} of {len(rows)} runs fell below half the student alone's AP; the lowest "
+            f"({worst.label}) ended at {100 * worst.mean_ap:.1f} AP against the student alone's "
+            f"{100 * student.mean_ap:.1f}")

@@ -11,6 +11,7 @@ is skipped if it would hide more than 60% of an earlier one. `area` is the box a
 """
 
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -35,9 +36,9 @@ def synthetic_split_paths(root, split):
     return root / split, root / "annotations" / f"{split}.json"
 
 
-# ---- shapes: outlines centred on 0, y pointing down; _place scales them to a pixel size ----
+# ---- shapes: outlines centred on 0, y pointing down; place_outline scales them to a pixel size ----
 
-def _regular(sides, start_deg=-90.0):
+def regular_polygon(sides, start_deg=-90.0):
     angles = np.deg2rad(start_deg) + np.arange(sides) * 2 * np.pi / sides
     return np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
@@ -54,13 +55,13 @@ def _square():
 def _shape(name, rng):
     """Return (list of (outline, fill) polygons, base rotation in degrees) for one class."""
     if name in ("circle", "ring"):
-        outer = _regular(40)
+        outer = regular_polygon(40)
     elif name == "hexagon":
-        return [(_regular(6), 1)], rng.uniform(0, 60)  # any rotation is still a hexagon
+        return [(regular_polygon(6), 1)], rng.uniform(0, 60)  # any rotation is still a hexagon
     elif name in ("square_frame", "square"):
         outer = _square()
     elif name in ("triangle_up", "triangle_down"):
-        outer = _regular(3, -90 if name == "triangle_up" else 90)
+        outer = regular_polygon(3, -90 if name == "triangle_up" else 90)
     elif name in ("plus", "cross"):
         return [(_plus(rng.uniform(0.2, 0.35)), 1)], 0 if name == "plus" else 45
     else:  # diamond
@@ -70,7 +71,7 @@ def _shape(name, rng):
     return [(outer, 1)], 0
 
 
-def _place(polygons, rotation_deg, size, aspect, rng, image_size):
+def place_outline(polygons, rotation_deg, size, aspect, rng, image_size):
     """Rotate, stretch, scale and translate outlines so the object lies inside the image."""
     theta = np.deg2rad(rotation_deg)
     rotate = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -85,7 +86,7 @@ def _place(polygons, rotation_deg, size, aspect, rng, image_size):
     return [(outline * scale + offset, fill) for outline, fill in moved]
 
 
-def _rasterize(polygons, image_size, *, lines=()):
+def rasterize(polygons, image_size, *, lines=()):
     """Draw filled polygons and (points, width) polylines.
 
     Returns:
@@ -109,7 +110,7 @@ def _rasterize(polygons, image_size, *, lines=()):
     return alpha, np.s_[low[1]:high[1], low[0]:high[0]]
 
 
-def _blend(canvas, sprite, color, *, opacity=1.0):
+def blend(canvas, sprite, color, *, opacity=1.0):
     alpha, window = sprite
     patch = canvas[window]
     patch += (opacity * alpha)[..., None] * (np.asarray(color, dtype=np.float32) - patch)
@@ -117,7 +118,7 @@ def _blend(canvas, sprite, color, *, opacity=1.0):
 
 # ---- background and clutter ----
 
-def _background(rng, size):
+def draw_background(rng, size):
     """Smooth colour noise over a random two-colour gradient, sometimes with faint stripes."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     angle = rng.uniform(0, 2 * np.pi)
@@ -137,7 +138,7 @@ def _background(rng, size):
     return canvas
 
 
-def _clutter(rng, size, *, thin_only=False):
+def draw_clutter(rng, size, *, thin_only=False):
     """One distractor that belongs to no class: segment, arc, blob, ellipse or polyline."""
     # Thin kinds only over objects, so clutter never hides an annotated object.
     kind = rng.choice([0, 1, 4]) if thin_only else rng.integers(5)
@@ -146,12 +147,12 @@ def _clutter(rng, size, *, thin_only=False):
     width = rng.uniform(1, 3)
     if kind == 0:  # straight segment
         end = center + extent * rng.uniform(-1, 1, 2)
-        return _rasterize([], size, lines=[(np.stack([center, end]), width)])
+        return rasterize([], size, lines=[(np.stack([center, end]), width)])
     if kind == 1:  # arc well short of a full ring
         start = rng.uniform(0, 2 * np.pi)
         angles = start + np.linspace(0, rng.uniform(0.7, 3.5), 16)
         points = center + extent / 2 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        return _rasterize([], size, lines=[(points, width)])
+        return rasterize([], size, lines=[(points, width)])
     if kind == 2:  # lumpy concave blob: alternating deep and shallow radii, so it never
         count = 2 * int(rng.integers(5, 9))  # passes for a convex polygon or a 4-arm plus;
         extent = max(extent, 14.0)  # below ~14 px its lobes blur into a plus or a circle
@@ -159,20 +160,20 @@ def _clutter(rng, size, *, thin_only=False):
         radii = extent / 2 * np.where(np.arange(count) % 2, rng.uniform(0.8, 1.0, count),
                                       rng.uniform(0.45, 0.7, count))
         outline = center + radii[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        return _rasterize([(outline, 1)], size)
+        return rasterize([(outline, 1)], size)
     if kind == 3:  # elongated ellipse, never round enough to pass for a circle
         angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
         ellipse = np.stack([np.cos(angles), np.sin(angles) / rng.uniform(2.5, 5)], axis=1)
-        outline = _place([(ellipse, 1)], rng.uniform(0, 180), extent, 1.0, rng, size)
-        return _rasterize(outline, size)
+        outline = place_outline([(ellipse, 1)], rng.uniform(0, 180), extent, 1.0, rng, size)
+        return rasterize(outline, size)
     points = center + np.cumsum(extent / 2 * rng.uniform(-1, 1, (int(rng.integers(3, 5)), 2)),
                                 axis=0)  # broken polyline, like part of an outline
-    return _rasterize([], size, lines=[(points, width)])
+    return rasterize([], size, lines=[(points, width)])
 
 
 # ---- objects ----
 
-def _object_color(rng, canvas, sprite):
+def object_color(rng, canvas, sprite):
     """A random colour; sometimes one close to the background under the object."""
     if rng.random() >= LOW_CONTRAST_RATE:
         return rng.uniform(0, 1, 3)
@@ -183,19 +184,21 @@ def _object_color(rng, canvas, sprite):
     return np.clip(local + direction / np.linalg.norm(direction) * rng.uniform(0.12, 0.2), 0, 1)
 
 
-def _try_object(rng, size, owner, visible, areas):
+def _try_object(rng, size, owner, visible, areas, shapes):
     """Draw a random object, unless it would hide too much of an earlier one.
+
+    shapes: the class names and, for each, rng -> (list of (outline, fill), base rotation in degrees).
 
     Returns:
         None, or (label 0..K-1, xyxy box, sprite, covered: its pixels in the sprite's window,
         hidden: pixels it takes from each earlier object).
     """
-    label = int(rng.integers(len(SYNTH_CLASSES)))
-    polygons, rotation = _shape(SYNTH_CLASSES[label], rng)
+    label = int(rng.integers(len(shapes)))
+    polygons, rotation = list(shapes.values())[label](rng)
     extent = math.exp(rng.uniform(math.log(8), math.log(size / 2)))
     aspect = math.exp(rng.uniform(-0.25, 0.25))
-    placed = _place(polygons, rotation + rng.uniform(-12, 12), extent, aspect, rng, size)
-    sprite = _rasterize(placed, size)
+    placed = place_outline(polygons, rotation + rng.uniform(-12, 12), extent, aspect, rng, size)
+    sprite = rasterize(placed, size)
     covered = sprite[0] >= 0.5
     if covered.sum() < 6:
         return None
@@ -208,12 +211,17 @@ def _try_object(rng, size, owner, visible, areas):
     return label, box, sprite, covered, hidden
 
 
-def render_image(seed, split, index, *, image_size=128):
-    """Render one image; returns (uint8 [S,S,3], list of (label 1..K, xyxy box))."""
-    rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    canvas = _background(rng, image_size)
+SYNTH_SHAPES = {name: functools.partial(_shape, name) for name in SYNTH_CLASSES}
+
+
+def render_scene(rng, image_size, shapes):
+    """A textured, cluttered image with 2-8 objects of the given shapes (see _try_object).
+
+    Returns (uint8 [S,S,3], list of (label 1..K, xyxy box)).
+    """
+    canvas = draw_background(rng, image_size)
     for _ in range(int(rng.integers(3, 11))):
-        _blend(canvas, _clutter(rng, image_size), rng.uniform(0, 1, 3))
+        blend(canvas, draw_clutter(rng, image_size), rng.uniform(0, 1, 3))
     # owner: which object shows at each pixel; visible/areas: its shown and full pixel counts.
     owner = np.full((image_size, image_size), -1, dtype=np.int64)
     visible, areas, objects = np.zeros(0, dtype=np.int64), [], []
@@ -221,29 +229,34 @@ def render_image(seed, split, index, *, image_size=128):
     for _ in range(3 * wanted):
         if len(objects) == wanted:
             break
-        drawn = _try_object(rng, image_size, owner, visible, areas)
+        drawn = _try_object(rng, image_size, owner, visible, areas, shapes)
         if drawn is None:
             continue
         label, box, sprite, covered, hidden = drawn
-        _blend(canvas, sprite, _object_color(rng, canvas, sprite))
+        blend(canvas, sprite, object_color(rng, canvas, sprite))
         owner[sprite[1]][covered] = len(objects)
         visible = np.append(visible - hidden, int(covered.sum()))
         areas.append(int(covered.sum()))
         objects.append((label + 1, box))
     for _ in range(int(rng.integers(0, 3))):
-        _blend(canvas, _clutter(rng, image_size, thin_only=True), rng.uniform(0, 1, 3),
-               opacity=0.8)
+        blend(canvas, draw_clutter(rng, image_size, thin_only=True), rng.uniform(0, 1, 3),
+              opacity=0.8)
     canvas += rng.normal(0, rng.uniform(0.01, 0.04), canvas.shape).astype(np.float32)
     pixels = (canvas.clip(0, 1) * 255 + 0.5).astype(np.uint8)
     return pixels, objects
+
+
+def render_image(seed, split, index, *, image_size=128):
+    """Render one image; returns (uint8 [S,S,3], list of (label 1..K, xyxy box))."""
+    return render_scene(np.random.default_rng([seed, SPLITS.index(split), index]), image_size, SYNTH_SHAPES)
 
 
 # ---- writing the COCO files ----
 
 def _write_image(job):
     """Render and save one image (a worker task); returns its COCO image and boxes."""
-    seed, split, index, image_size, image_dir = job
-    pixels, objects = render_image(seed, split, index, image_size=image_size)
+    render, seed, split, index, image_size, image_dir = job
+    pixels, objects = render(seed, split, index, image_size=image_size)
     file_name = f"{index:06d}.png"
     Image.fromarray(pixels).save(Path(image_dir) / file_name, format="PNG")
     image = {"id": index + 1, "file_name": file_name, "width": image_size,
@@ -267,20 +280,39 @@ def _coco_annotations(results):
     return images, annotations
 
 
-def _write_split(out_dir, split, count, *, seed, image_size, pool):
+def write_coco_split(out_dir, split, count, *, render, classes, description, seed, image_size, pool,
+                     supercategory="shape"):
+    """Render `count` images of one split with `render` and write them with their COCO JSON.
+
+    render: a module-level function (seed, split, index, *, image_size) -> (uint8 [S,S,3],
+        list of (label 1..K, xyxy box)); module-level so worker processes can receive it.
+    """
     image_dir, annotation_file = synthetic_split_paths(out_dir, split)
     image_dir.mkdir(parents=True, exist_ok=True)
     annotation_file.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, split, index, image_size, str(image_dir)) for index in range(count)]
+    jobs = [(render, seed, split, index, image_size, str(image_dir)) for index in range(count)]
     results = (pool.imap(_write_image, jobs, chunksize=16) if pool is not None
                else map(_write_image, jobs))
     images, annotations = _coco_annotations(results)
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
-                  for i, name in enumerate(SYNTH_CLASSES)]
-    coco = {"info": {"description": "tardistill synthetic shapes", "seed": seed},
+    categories = [{"id": i + 1, "name": name, "supercategory": supercategory} for i, name in enumerate(classes)]
+    coco = {"info": {"description": description, "seed": seed},
             "images": images, "annotations": annotations, "categories": categories}
     annotation_file.write_text(json.dumps(coco))
     return {"images": len(images), "objects": len(annotations)}
+
+
+def write_coco_dataset(out_dir, *, render, classes, description, seed, counts, image_size, workers,
+                       supercategory="shape"):
+    """Every split of a generated dataset; returns its summary (root, seed, classes, split sizes)."""
+    summary = {"root": str(out_dir), "seed": seed, "image_size": image_size,
+               "classes": list(classes), "splits": {}}
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    with pool if pool is not None else contextlib.nullcontext():
+        for split, count in counts.items():
+            summary["splits"][split] = write_coco_split(
+                out_dir, split, count, render=render, classes=classes, description=description,
+                seed=seed, image_size=image_size, pool=pool, supercategory=supercategory)
+    return summary
 
 
 def generate_synthetic(out_dir, *, seed=0, num_train=4000, num_val=500, num_test=500,
@@ -290,12 +322,7 @@ def generate_synthetic(out_dir, *, seed=0, num_train=4000, num_val=500, num_test
     Returns:
         dict(root, seed, image_size, classes, splits={split: {images, objects}}).
     """
-    counts = dict(zip(SPLITS, (num_train, num_val, num_test)))
-    summary = {"root": str(out_dir), "seed": seed, "image_size": image_size,
-               "classes": list(SYNTH_CLASSES), "splits": {}}
-    pool = multiprocessing.Pool(workers) if workers > 1 else None
-    with pool if pool is not None else contextlib.nullcontext():
-        for split, count in counts.items():
-            summary["splits"][split] = _write_split(out_dir, split, count, seed=seed,
-                                                    image_size=image_size, pool=pool)
-    return summary
+    return write_coco_dataset(out_dir, render=render_image, classes=SYNTH_CLASSES,
+                              description="tardistill synthetic shapes", seed=seed,
+                              counts=dict(zip(SPLITS, (num_train, num_val, num_test))),
+                              image_size=image_size, workers=workers)

@@ -9,7 +9,7 @@ from tardistill.bench.report import write_report
 CPU = PRESETS["cpu"]
 
 
-def fake_run(out, key, detector, method, variant, seed, ap):
+def fake_run(out, key, detector, method, variant, seed, ap, started="2026-11-27T22:00:00+00:00"):
     """A finished run as bench reproduce leaves it: a record and the run's metrics.jsonl."""
     run_dir = out / "runs" / key
     run_dir.mkdir(parents=True)
@@ -17,18 +17,20 @@ def fake_run(out, key, detector, method, variant, seed, ap):
               "stat/reg_gate_rate": 0.6} for s in (20, 40)]
     lines += [{"step": s, "kind": "val", "AP": ap * s / 100} for s in (50, 100)]
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
-    record = {"detector": detector, "method": method, "variant": variant, "seed": seed, "group": "components",
-              "key": key, "preset": "cpu", "ap": ap, "ap50": ap + 0.2, "val_curve": [[50, ap / 2], [100, ap]], "iterations": 100, "wall_s": 60.0,
-              "machine": "test CPU", "finished": "2026-11-27T23:00:00+00:00"}
+    record = {"detector": detector, "method": method, "variant": variant, "seed": seed, "group": "main",
+              "key": key, "preset": "cpu", "dataset": "synth", "ap": ap, "ap50": ap + 0.2,
+              "val_curve": [[50, ap / 2], [100, ap]], "iterations": 100, "wall_s": 60.0, "load_avg": [1.0, 2.5],
+              "machine": "test CPU", "started": started, "finished": "2026-11-27T23:00:00+00:00"}
     (out / "records").mkdir(exist_ok=True)
     (out / "records" / f"{key}.json").write_text(json.dumps(record))
 
 
 def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
     out, docs = tmp_path / "sweep", tmp_path / "docs"
-    fake_run(out, "faster_rcnn-teacher-default-s0", "faster_rcnn", "teacher", "default", 0, 0.5)
-    fake_run(out, "faster_rcnn-none-student-s0", "faster_rcnn", "none", "student", 0, 0.3)
-    fake_run(out, "faster_rcnn-tar-full-s0", "faster_rcnn", "tar", "full", 0, 0.4)
+    fake_run(out, "synth-faster_rcnn-teacher-default-s0", "faster_rcnn", "teacher", "default", 0, 0.5,
+             started="2026-11-27T21:00:00+00:00")
+    fake_run(out, "synth-faster_rcnn-none-student-s0", "faster_rcnn", "none", "student", 0, 0.3)
+    fake_run(out, "synth-faster_rcnn-tar-full-s0", "faster_rcnn", "tar", "full", 0, 0.4)
     docs.mkdir()
     (docs / "RESULTS.md").write_text("# Results\n\nhand-written text\n")
     (docs / "results.json").write_text(json.dumps([{"preset": "gpu", "method": "teacher", "ap": 0.6}]))
@@ -39,8 +41,12 @@ def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
     text = (docs / "RESULTS.md").read_text()
     assert text.count("## Reproduction benchmark, `cpu` preset") == 1
     assert "hand-written text" in text
-    assert "| full method, linear decay | 40.0 | 60.0 | 40.0 | 1 | +10.0 |" in text
-    assert "The TAR student reaches the teacher: did not hold (-10.0 AP, one seed); TAR closes 50%" in text
+    assert "| TAR (shipped defaults) | 40.0 | 60.0 | 40.0 | 1 | +10.0 |" in text
+    assert "- Share of the teacher-student gap TAR closes: 50%." in text
+    assert "beats the student alone by more than 2 seed stds: unconfirmed, one seed (+10.0 AP)" in text
+    # run conditions come from the records: three runs overlapped, and the load average is stated
+    assert "up to 3 run(s) trained at once" in text and "ranged 1.0-2.5" in text
+    assert "Student alone converged" in text and "seed 0: no (+15.0 AP, final 30.0)" in text
     assert f"3 of {len(plan_runs(CPU, seeds=3))} planned runs finished" in text
     records = json.loads((docs / "results.json").read_text())
     assert {r["preset"] for r in records} == {"gpu", "cpu"} and len(records) == 4
@@ -50,13 +56,15 @@ def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
         assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_estimated_sweep_minutes_puts_the_slowest_teacher_first():
-    from tardistill.bench.report import estimated_sweep_minutes
+def test_max_overlap_counts_runs_training_at_once():
+    from tardistill.bench.report import max_overlap
 
-    records = [{"method": "teacher", "wall_s": 600}, {"method": "teacher", "wall_s": 120},
-               {"method": "tar", "wall_s": 240}, {"method": "none", "wall_s": 240}]
-    assert estimated_sweep_minutes(records, jobs=2) == (600 + (120 + 240 + 240) / 2) / 60
-    assert estimated_sweep_minutes([], jobs=2) == 0
+    def run(start, end):
+        return {"started": f"2026-11-28T{start}:00+00:00", "finished": f"2026-11-28T{end}:00+00:00"}
+
+    assert max_overlap([run("04:00", "05:00"), run("04:30", "05:30"), run("04:40", "04:50")]) == 3
+    assert max_overlap([run("04:00", "05:00"), run("05:00", "06:00")]) == 1  # back to back
+    assert max_overlap([]) == 0
 
 
 def test_elapsed_sweep_minutes_spans_first_start_to_last_finish():

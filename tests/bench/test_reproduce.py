@@ -3,14 +3,15 @@
 import json
 from dataclasses import replace
 
-from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, plan_runs
+from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, SENSITIVITY, plan_runs
 from tardistill.bench.presets import PRESETS
 from tardistill.bench.reproduce import load_records, run_sweep
 
 from tests.conftest import TINY_MODEL
 
 TINY = replace(
-    PRESETS["cpu"], name="tiny", data=dict(num_train=8, num_val=4, num_test=4, image_size=64),
+    PRESETS["cpu"], name="tiny", datasets={"synth": dict(num_train=8, num_val=4, num_test=4, image_size=64)},
+    pretrain={}, init_from={},
     overrides={"faster_rcnn": ("model.kind=faster_rcnn", *TINY_MODEL, "train.batch_size=2",
                                "train.warmup_iterations=1"),
                "retinanet": ("model.kind=retinanet", *TINY_MODEL, "train.batch_size=2", "train.warmup_iterations=1")},
@@ -24,67 +25,100 @@ def test_plan_has_every_row_the_report_needs():
     runs = plan_runs(PRESETS["cpu"], seeds=3)
     keys = [run.key for run in runs]
     assert len(keys) == len(set(keys))
-    frcnn_tar = {(r.variant, r.seed) for r in runs if r.detector == "faster_rcnn" and r.method == "tar"}
-    assert {(name, seed) for name in COMPONENTS for seed in range(3)} <= frcnn_tar
-    assert {(name, 0) for name in CHOICES} <= frcnn_tar
-    assert {r.method for r in runs if r.group == "baselines"} == set(BASELINES)
-    assert [(r.variant, r.seed) for r in runs if r.group == "tuned"] == [("tuned", s) for s in range(3)]
-    assert not any(r.group == "tuned" for r in plan_runs(PRESETS["gpu"], seeds=3))  # nothing tuned there yet
+    for dataset in ("synth", "digits"):  # the headline rows on both datasets, 3 seeds for student and TAR
+        main = {(r.method, r.seed) for r in runs if r.dataset == dataset and r.group == "main"}
+        assert main == {(m, s) for m in ("none", "tar") for s in range(3)}
+        assert {r.method for r in runs if r.dataset == dataset and r.group == "baselines"} == set(BASELINES)
+    synth_tar = {(r.variant, r.seed) for r in runs if r.dataset == "synth" and r.method == "tar"
+                 and r.detector == "faster_rcnn"}
+    assert {(name, 0) for name in (*COMPONENTS, *SENSITIVITY, *CHOICES)} <= synth_tar
+    assert {("full_no_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
+    assert not any(r.group == "tuned" for r in runs)
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
-    # teachers first: nothing that needs one is planned before it
-    assert keys.index("faster_rcnn-teacher-default-s0") == 0
-    # the runs that need no teacher come before all that do: they fill the second slot while it trains
-    first_needing_teacher = next(i for i, r in enumerate(runs) if r.needs_teacher)
-    assert all(r.needs_teacher or r.method == "teacher" for r in runs[first_needing_teacher:])
+    # the pretraining runs first, then the teachers: nothing is planned before what it depends on
+    assert [r.method for r in runs[:2]] == ["pretrain", "pretrain"]
+    for index, spec in enumerate(runs):
+        assert set(spec.dependencies(PRESETS["cpu"])) <= set(keys[:index]), spec.key
+    # the Faster R-CNN runs that need no teacher come before all that do: they fill the free slots while
+    # the teachers train (RetinaNet's runs come last, as a group)
+    frcnn = [r for r in runs if r.detector == "faster_rcnn"]
+    first_needing_teacher = next(i for i, r in enumerate(frcnn) if r.needs_teacher)
+    assert all(r.needs_teacher for r in frcnn[first_needing_teacher:])
+
+
+def test_every_run_starts_from_its_roles_pretrained_backbone(tmp_path):
+    from tardistill.bench.reproduce import run_config
+
+    preset = PRESETS["cpu"]
+    runs = plan_runs(preset, seeds=1)
+    pretrain = {r.variant: r for r in runs if r.method == "pretrain"}
+    for spec in runs:
+        config = run_config(spec, preset, tmp_path)
+        if spec.method == "pretrain":
+            assert config.model.backbone_weights is None and config.data.root.endswith("shapes")
+        else:
+            expected = tmp_path / "runs" / pretrain[spec.role].key / "best.safetensors"
+            assert config.model.backbone_weights == str(expected), spec.key
+            assert config.data.root.endswith(spec.dataset)
 
 
 def test_sweep_writes_records_and_resumes(tmp_path):
-    only = ["faster_rcnn-teacher", "faster_rcnn-none-student-s0", "faster_rcnn-tar-full-s0"]
+    only = ["synth-faster_rcnn-teacher", "synth-faster_rcnn-none-student-s0", "synth-faster_rcnn-tar-full-s0"]
     first = run_sweep(TINY, tmp_path, seeds=1, only=only)
     assert first["failed"] == {} and len(first["done"]) == 3
     records = {r["key"]: r for r in load_records(tmp_path)}
-    tar = records["faster_rcnn-tar-full-s0"]
+    tar = records["synth-faster_rcnn-tar-full-s0"]
     assert (tar["method"], tar["variant"], tar["seed"], tar["iterations"]) == ("tar", "full", 0, 2)
     assert 0 <= tar["ap"] <= 1 and tar["wall_s"] > 0 and tar["val_curve"]
-    assert tar["started"] <= tar["finished"]
-    assert records["faster_rcnn-teacher-default-s0"]["method"] == "teacher"
+    assert tar["started"] <= tar["finished"] and tar["dataset"] == "synth" and len(tar["load_avg"]) == 2
+    assert records["synth-faster_rcnn-teacher-default-s0"]["method"] == "teacher"
     second = run_sweep(TINY, tmp_path, seeds=1, only=only)
     assert second["done"] == [] and sorted(second["skipped"]) == sorted(records)
 
 
 def test_a_failed_teacher_fails_its_students_and_writes_no_record(tmp_path):
     broken = replace(TINY, teacher={**TINY.teacher, "faster_rcnn": ("model.backbone=no_such_net",)})
-    result = run_sweep(broken, tmp_path, seeds=1, only=["faster_rcnn-teacher", "faster_rcnn-tar-full-s0"])
-    assert "no_such_net" in result["failed"]["faster_rcnn-teacher-default-s0"]
-    assert "did not finish" in result["failed"]["faster_rcnn-tar-full-s0"]
+    result = run_sweep(broken, tmp_path, seeds=1, only=["synth-faster_rcnn-teacher", "synth-faster_rcnn-tar-full-s0"])
+    assert "no_such_net" in result["failed"]["synth-faster_rcnn-teacher-default-s0"]
+    assert "did not finish" in result["failed"]["synth-faster_rcnn-tar-full-s0"]
     assert load_records(tmp_path) == []
     assert json.loads(json.dumps(result))  # the summary is plain data
 
 
 def test_a_changed_preset_sets_stale_runs_aside_and_reruns_them(tmp_path):
-    only = ["faster_rcnn-teacher", "faster_rcnn-tar-full-s0"]
+    only = ["synth-faster_rcnn-teacher", "synth-faster_rcnn-tar-full-s0"]
     run_sweep(TINY, tmp_path, seeds=1, only=only)
     changed = replace(TINY, tar=("distill.cls_weight=0.5",))
     result = run_sweep(changed, tmp_path, seeds=1, only=only)
-    assert result["done"] == ["faster_rcnn-tar-full-s0"]  # the teacher's config did not change
+    assert result["done"] == ["synth-faster_rcnn-tar-full-s0"]  # the teacher's config did not change
     (stale,) = (tmp_path / "stale").iterdir()
-    assert stale.name.startswith("faster_rcnn-tar-full-s0-")
-    assert (stale / "faster_rcnn-tar-full-s0" / "best.safetensors").is_file()
-    assert (stale / "faster_rcnn-tar-full-s0.json").is_file()
+    assert stale.name.startswith("synth-faster_rcnn-tar-full-s0-")
+    assert (stale / "synth-faster_rcnn-tar-full-s0" / "best.safetensors").is_file()
+    assert (stale / "synth-faster_rcnn-tar-full-s0.json").is_file()
     records = {r["key"]: r for r in load_records(tmp_path)}
-    assert set(records) == {"faster_rcnn-teacher-default-s0", "faster_rcnn-tar-full-s0"}
+    assert set(records) == {"synth-faster_rcnn-teacher-default-s0", "synth-faster_rcnn-tar-full-s0"}
 
 
 def test_init_from_starts_a_run_from_another_runs_weights_and_waits_for_it(tmp_path):
     from tardistill.config import load_config
 
-    preset = replace(TINY, init_from={"retinanet": {"teacher": "faster_rcnn-teacher-default-s0"}})
-    only = ["faster_rcnn-teacher", "retinanet-teacher"]
+    preset = replace(TINY, init_from={"retinanet": {"teacher": "synth-faster_rcnn-teacher-default-s0"}})
+    only = ["synth-faster_rcnn-teacher", "synth-retinanet-teacher"]
     result = run_sweep(replace(preset, jobs=2), tmp_path, seeds=1, only=only)
-    assert result["failed"] == {} and result["done"][0] == "faster_rcnn-teacher-default-s0"
-    saved = load_config(tmp_path / "runs" / "retinanet-teacher-default-s0" / "config.yaml")
-    assert saved.model.weights == str(tmp_path / "runs" / "faster_rcnn-teacher-default-s0" / "best.safetensors")
+    assert result["failed"] == {} and result["done"][0] == "synth-faster_rcnn-teacher-default-s0"
+    saved = load_config(tmp_path / "runs" / "synth-retinanet-teacher-default-s0" / "config.yaml")
+    assert saved.model.weights == str(tmp_path / "runs" / "synth-faster_rcnn-teacher-default-s0" / "best.safetensors")
 
     broken = replace(preset, teacher={**TINY.teacher, "faster_rcnn": ("model.backbone=no_such_net",)})
     result = run_sweep(broken, tmp_path / "broken", seeds=1, only=only)
-    assert result["failed"]["retinanet-teacher-default-s0"] == "faster_rcnn-teacher-default-s0 did not finish"
+    assert result["failed"]["synth-retinanet-teacher-default-s0"] == "synth-faster_rcnn-teacher-default-s0 did not finish"
+
+
+def test_a_pretrained_backbone_is_trained_first_and_loaded_by_its_role(tmp_path):
+    preset = replace(TINY, pretrain={"student": 2})
+    only = ["pretrain-student", "synth-faster_rcnn-none-student-s0"]
+    result = run_sweep(preset, tmp_path, seeds=1, only=only)
+    assert result["failed"] == {} and result["done"][0] == "shapes-faster_rcnn-pretrain-student-s0"
+    records = {r["key"]: r for r in load_records(tmp_path)}
+    assert records["shapes-faster_rcnn-pretrain-student-s0"]["dataset"] == "shapes"
+    assert (tmp_path / "data" / "shapes" / "annotations" / "train.json").is_file()

@@ -1,0 +1,37 @@
+"""TAR's defaults are one set: the code's, the example config's, the benchmark's and docs/METHOD.md's."""
+
+import inspect
+from pathlib import Path
+
+from tardistill.bench.presets import PRESETS
+from tardistill.config import DistillConfig, load_config
+from tardistill.distill.distiller import Distiller
+
+ROOT = Path(__file__).resolve().parents[1]
+TAR_KEYS = ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "tau", "cls_gate",
+            "reg_gate", "sharing", "decay")
+
+
+def test_config_distiller_and_example_config_agree():
+    config_defaults = DistillConfig()
+    signature = inspect.signature(Distiller).parameters
+    example = load_config(ROOT / "configs" / "synth_tar_frcnn_r18n.yaml").distill
+    for key in TAR_KEYS:
+        assert signature[key].default == getattr(config_defaults, key), key
+        assert getattr(example, key) == getattr(config_defaults, key), key
+
+
+def test_benchmark_runs_tar_at_the_shipped_defaults():
+    for preset in PRESETS.values():
+        assert preset.tar == (), preset.name
+
+
+def test_method_doc_states_the_defaults():
+    text = (ROOT / "docs" / "METHOD.md").read_text()
+    defaults = DistillConfig()
+    assert (f"`distill.fpn_weight = cls_weight = reg_weight = {defaults.fpn_weight}`" in text
+            and defaults.fpn_weight == defaults.cls_weight == defaults.reg_weight)
+    for key in ("fpn_norm", "beta", "truncate", "tau", "cls_gate", "reg_gate", "sharing", "decay"):
+        value = getattr(defaults, key)
+        shown = str(value).lower() if isinstance(value, bool) else value
+        assert f"`{key}: {shown}`" in text, key
