@@ -19,7 +19,7 @@ from tardistill.data.loader import collate_detection
 from tardistill.distill.runs import build_distiller
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, select_device
-from tardistill.engine.trainer import PrefixedLosses, weighted_total
+from tardistill.engine.trainer import PrefixedLosses
 from tardistill.models.profile import proc_status_mib
 
 
@@ -42,7 +42,7 @@ def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
 
 
 def _training_step(model, optimizer, images, targets) -> None:
-    total, _ = weighted_total(model, model(images, targets), 0, 1)
+    total, _ = model.weighted_total(model(images, targets), 0, 1)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

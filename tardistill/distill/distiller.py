@@ -15,6 +15,7 @@ from tardistill.distill.methods import (
     AUTO_DECAY, check_method, forward_needs, fpn_remedy, method_options, method_weights, resolve_decay)
 from tardistill.distill.one_stage import check_one_stage_pair, one_stage_forward
 from tardistill.distill.two_stage import SHARINGS, check_two_stage_pair, two_stage_forward
+from tardistill.engine.trainable import LossModule
 from tardistill.errors import ConfigError
 
 # The detection losses each kind's training forward returns, once prefixed.
@@ -35,7 +36,7 @@ def detector_kind(model: nn.Module) -> str:
     return type(model).__name__
 
 
-class Distiller(nn.Module):
+class Distiller(LossModule):
     """Trains `student` from a frozen `teacher` with one method; `forward` returns the flat loss dict.
 
     Both are Faster R-CNNs (RoIs shared, METHOD.md sections 1-4) or both RetinaNets (anchors
@@ -100,6 +101,12 @@ class Distiller(nn.Module):
             if module is not None:
                 params += list(module.parameters())
         return params
+
+    def frozen_state_keys(self) -> set[str]:
+        """The teacher's weights and buffers: never trained, and reloaded from its file on --resume."""
+        named = [*self.teacher.named_parameters(remove_duplicate=False),
+                 *self.teacher.named_buffers(remove_duplicate=False)]
+        return {f"teacher.{name}" for name, _ in named}
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Unweighted losses (det/*, kd/*) and detached statistics (stat/*) for one training batch."""
