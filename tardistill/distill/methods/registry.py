@@ -17,6 +17,7 @@ from tardistill.distill.methods.fgd import FGD
 from tardistill.distill.methods.fgfi import FGFI
 from tardistill.distill.methods.fitnet import FitNet
 from tardistill.distill.methods.none import NoDistillation
+from tardistill.distill.methods.pkd import PKD
 from tardistill.distill.methods.tar import TAR
 from tardistill.errors import ConfigError
 
@@ -27,6 +28,7 @@ METHODS: dict[str, type[DistillMethod]] = {
     "fgfi": FGFI,
     "chen2017": Chen2017,
     "fgd": FGD,
+    "pkd": PKD,
 }
 
 
