@@ -13,6 +13,7 @@ from typing import Any
 from tardistill.config import check_value
 from tardistill.distill.methods.base import DistillMethod
 from tardistill.distill.methods.chen2017 import Chen2017
+from tardistill.distill.methods.cwd import CWD
 from tardistill.distill.methods.fgd import FGD
 from tardistill.distill.methods.fgfi import FGFI
 from tardistill.distill.methods.fitnet import FitNet
@@ -29,6 +30,7 @@ METHODS: dict[str, type[DistillMethod]] = {
     "chen2017": Chen2017,
     "fgd": FGD,
     "pkd": PKD,
+    "cwd": CWD,
 }
 
 
