@@ -8,7 +8,7 @@ Groups:
   changed alone from the full method. (The loss-weight rows of the first cpu sweep are reported in
   docs/RESULTS.md 4c; they left the plan to fit the 2.5 h budget.)
 - tuned: TAR with the preset's choices tuned on the validation split (Preset.tar_tuned).
-- baselines: FitNet, FGFI, Chen et al. 2017 and FGD on the same teacher, student and schedule.
+- baselines: FitNet, FGFI, Chen et al. 2017, FGD, PKD and CWD on the same teacher, student and schedule.
 - retinanet: teacher, student alone and TAR for the one-stage detector.
 """
 
@@ -40,7 +40,7 @@ CHOICES = {
     "decay=exp": ("distill.decay=exp",),
     "sharing=union": ("distill.sharing=union",),
 }
-BASELINES = ("fitnet", "fgfi", "chen2017", "fgd")
+BASELINES = ("fitnet", "fgfi", "chen2017", "fgd", "pkd", "cwd")
 
 
 @dataclass(frozen=True)

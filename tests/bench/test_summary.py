@@ -67,3 +67,12 @@ def test_tuned_tar_is_compared_with_the_best_baseline():
     assert (found["TAR with its open choices tuned on validation beats the best baseline (fgd)"]
             == "held (+3.0 AP, seed std 1.4)")
     assert [r.label for r in baseline_rows(records)] == ["student alone", "fitnet", "fgd", "tar, choices tuned on val"]
+
+
+def test_every_baseline_gets_a_row_and_a_claim():
+    records = [*(record("none", "student", seed=s, ap=0.30) for s in range(2)),
+               *(record(method, group="baselines", ap=0.33) for method in ("pkd", "cwd")),
+               *(record("tar", "full", seed=s, ap=a) for s, a in enumerate((0.34, 0.36)))]
+    assert [r.label for r in baseline_rows(records)] == ["student alone", "pkd", "cwd", "tar"]
+    found = dict(claims(records))
+    assert found["TAR beats pkd"] == found["TAR beats cwd"] == "held (+2.0 AP, seed std 1.4)"
