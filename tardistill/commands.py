@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tardistill.config import load_config
+from tardistill.config import ModelConfig, load_config
 from tardistill.errors import TardistillError
 
 
@@ -99,6 +99,7 @@ def _profile_targets(sources: list[Path], overrides: list[str]):
     this spares the spawned process the checkpoint's loading, whose transient copies are not the
     model's cost. Latency is measured on the real weights: they decide how many boxes reach NMS.
     """
+    from tardistill.config import config_from_dict
     from tardistill.engine.setup import load_detector
 
     for source in sources:
@@ -106,43 +107,41 @@ def _profile_targets(sources: list[Path], overrides: list[str]):
             yield from _config_targets(source, overrides)
         else:
             detector, meta = load_detector(source)
-            yield (str(source), detector, *_architecture(meta["config"], len(meta["classes"]), source=source))
+            model = config_from_dict(meta["config"], source=str(source)).model
+            yield (str(source), detector, *_architecture(model, len(meta["classes"])))
 
 
 def _config_targets(path: Path, overrides: list[str]):
-    """The teacher named by distill.teacher (if any), then the student built from model (untrained)."""
-    from tardistill.config import config_to_dict
-    from tardistill.engine.setup import dataset_for, load_detector
+    """The config's teacher (if its method has one), then its student, as `tardistill distill` builds them."""
+    from tardistill.distill.pair import build_pair
+    from tardistill.distill.teacher import teacher_model_config
+    from tardistill.engine.setup import dataset_for
     from tardistill.errors import DataError
 
     config = load_config(str(path), overrides)
-    teacher = config.distill.teacher
-    teacher_classes = None
-    if teacher:
-        detector, meta = load_detector(teacher)
-        teacher_classes = meta["classes"]
-        yield (f"teacher: {teacher}", detector, *_architecture(meta["config"], len(teacher_classes), source=teacher))
     try:  # the student's own label set, which may differ from the teacher's (distill.class_map)
-        num_classes = len(dataset_for(config.data, config.data.test_split, train=False).classes)
+        classes = list(dataset_for(config.data, config.data.test_split, train=False).classes)
     except DataError:
-        if teacher_classes is None:
+        if config.distill.method == "none" or not config.distill.teacher:
             raise
-        num_classes = len(teacher_classes)  # no data here: only the last layer's size differs
-    architecture, image_size = _architecture(config_to_dict(config), num_classes, source=path)
-    yield f"student: {path}", architecture(), architecture, image_size
+        classes = None  # no data here: the teacher's classes; only the last layer's size differs
+    pair = build_pair(config, classes)
+    if pair.teacher is not None:
+        model = teacher_model_config(config.distill, config.model)
+        yield (f"teacher: {config.distill.teacher}", pair.teacher,
+               *_architecture(model, len(pair.teacher_classes)))
+    yield (f"student: {path}", pair.student, *_architecture(config.model, len(pair.student_classes)))
 
 
-def _architecture(config: dict[str, Any], num_classes: int, *, source) -> tuple[Any, int]:
-    """(picklable builder of the config's detector with untrained weights, its image size)."""
+def _architecture(model: ModelConfig, num_classes: int) -> tuple[Any, int]:
+    """(picklable builder of the model's detector with untrained weights, its image size)."""
     import dataclasses
     from functools import partial
 
-    from tardistill.config import config_from_dict
     from tardistill.engine.setup import detector_from_config
 
     # Nothing is read from model.weights: untrained weights cost the same.
-    model = dataclasses.replace(config_from_dict(config, source=str(source)).model, weights=None,
-                                backbone_weights=None)
+    model = dataclasses.replace(model, weights=None, backbone_weights=None)
     return partial(detector_from_config, model, num_classes), model.max_size
 
 

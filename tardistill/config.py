@@ -116,11 +116,13 @@ class TrainConfig:
 class DistillConfig:
     """Distillation terms; see METHOD.md. Used by `tardistill distill`.
 
-    method: tar | fitnet | fgfi | chen2017 | fgd | none (the student alone). The weights, beta,
-    truncate, tau and the gates are TAR's; a baseline uses its paper's values (BASELINE_DEFAULTS
-    in distill/baseline_losses.py). sharing applies to every Faster R-CNN method.
-    decay: auto (linear for tar, the paper's constant weight for a baseline) or a schedule that
-    then applies to any method: linear | constant | cosine | step | exp.
+    method: a name in distill/methods/registry.py METHODS: tar, none (the student alone) or a
+    method TAR is compared with (docs/METHODS.md). method_options: that method's hyper-parameters
+    over its paper's defaults (the fields of its class); an option it does not have is an error.
+    The flat weights, beta, truncate, fpn_norm, tau and gates are TAR's options: with another
+    method they must keep their defaults (distill/pair.py). sharing applies to every Faster R-CNN
+    method. decay: auto (the method's own: linear for tar, the paper's constant weight for the
+    others) or a schedule that then applies to any method: linear | constant | cosine | step | exp.
     """
 
     teacher: str | None = None  # a tardistill checkpoint, or a weights file with teacher_architecture
@@ -134,6 +136,7 @@ class DistillConfig:
     class_map: dict | str | None = None
     student_checkpoint: str | None = None
     method: str = "tar"
+    method_options: dict = field(default_factory=dict)
     fpn_weight: float = 1.0
     cls_weight: float = 1.0
     reg_weight: float = 1.0
@@ -247,6 +250,12 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
         else:
             values[name] = _coerce(value, hint, key=f"{prefix}{name}", source=source)
     return cls(**values)
+
+
+def check_value(value: Any, hint: Any, *, key: str, source: str = "config") -> Any:
+    """`value` checked against a type hint as config values are (an int is accepted for a float);
+    ConfigError naming `key` if it does not fit."""
+    return _coerce(value, hint, key=key, source=source)
 
 
 def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:

@@ -16,15 +16,16 @@ import torch
 
 from tardistill.config import Config, config_from_dict, config_to_dict
 from tardistill.data.loader import collate_detection
-from tardistill.distill.runs import build_distiller
+from tardistill.distill.pair import build_distiller, build_pair
 from tardistill.engine.schedule import build_optimizer
-from tardistill.engine.setup import dataset_for, detector_from_config, load_detector, select_device
-from tardistill.engine.trainer import PrefixedLosses, weighted_total
+from tardistill.engine.setup import dataset_for, detector_from_config, select_device
+from tardistill.engine.trainer import PrefixedLosses
 from tardistill.models.profile import proc_status_mib
 
 
 def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
-    """(teacher, student, distiller, images, targets) as `tardistill distill` builds them.
+    """(teacher, student, distiller, images, targets) as `tardistill distill` builds them (`build_pair`,
+    so zoo teachers and class maps work here too).
 
     Without the teacher, teacher and distiller are None: plain student training.
     """
@@ -33,16 +34,15 @@ def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
     images, targets = collate_detection([dataset[i] for i in range(config.train.batch_size)])
     images = [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in t.items() if torch.is_tensor(v)} for t in targets]
-    student = detector_from_config(config.model, len(dataset.classes)).to(device)
     if not with_teacher:
-        return None, student, None, images, targets
-    teacher, _ = load_detector(config.distill.teacher)
-    distiller = build_distiller(teacher, student, config.distill).to(device)
-    return teacher, student, distiller, images, targets
+        return None, detector_from_config(config.model, len(dataset.classes)).to(device), None, images, targets
+    pair = build_pair(config, list(dataset.classes))
+    distiller = build_distiller(pair, config.distill).to(device)
+    return pair.teacher, pair.student, distiller, images, targets
 
 
 def _training_step(model, optimizer, images, targets) -> None:
-    total, _ = weighted_total(model, model(images, targets), 0, 1)
+    total, _ = model.weighted_total(model(images, targets), 0, 1)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

@@ -40,7 +40,7 @@ CHOICES = {
     "cls_gate=all": ("distill.cls_gate=all",),
     "reg_gate=always": ("distill.reg_gate=always",),
 }
-BASELINES = ("fitnet", "fgfi", "chen2017", "fgd")
+BASELINES = ("fitnet", "fgfi", "chen2017", "fgd", "pkd", "cwd")
 PRETRAIN = "pretrain"
 
 

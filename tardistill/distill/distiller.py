@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from torch import Tensor, nn
@@ -9,12 +10,12 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from tardistill.distill.adapters import build_fpn_adapters
 from tardistill.distill.class_map import ClassMap
-from tardistill.distill.decay import check_decay, decay_weight
-from tardistill.distill.losses import check_fpn_norm, check_gate
-from tardistill.distill.methods import (
-    AUTO_DECAY, check_method, forward_needs, fpn_remedy, method_options, method_weights, resolve_decay)
+from tardistill.distill.decay import DECAYS, decay_weight
+from tardistill.distill.methods.base import DistillMethod, FpnLevel, Outputs
+from tardistill.distill.methods.registry import build_method
 from tardistill.distill.one_stage import check_one_stage_pair, one_stage_forward
 from tardistill.distill.two_stage import SHARINGS, check_two_stage_pair, two_stage_forward
+from tardistill.engine.trainable import LossModule
 from tardistill.errors import ConfigError
 
 # The detection losses each kind's training forward returns, once prefixed.
@@ -24,6 +25,8 @@ DET_KEYS = {
     "retinanet": ("det/classification", "det/bbox_regression"),
 }
 SUPPORTED_KINDS = tuple(DET_KEYS)
+# distill.decay "auto": the method's own schedule (`DistillMethod.default_decay`).
+AUTO_DECAY = "auto"
 
 
 def detector_kind(model: nn.Module) -> str:
@@ -35,55 +38,48 @@ def detector_kind(model: nn.Module) -> str:
     return type(model).__name__
 
 
-class Distiller(nn.Module):
+class Distiller(LossModule):
     """Trains `student` from a frozen `teacher` with one method; `forward` returns the flat loss dict.
 
     Both are Faster R-CNNs (RoIs shared, METHOD.md sections 1-4) or both RetinaNets (anchors
-    shared, section 6); the kind decides the forward, the method (`methods.METHODS`: TAR or a
-    baseline) the KD terms, and everything else is common. A KD term whose weight is 0 is not
-    computed, and the teacher parts it alone needs do not run. The FPN adapters and any modules of
-    the method (FGD's context blocks) live here, never inside the student, so `distiller.student`
-    stays a plain torchvision detector.
+    shared, section 6); the kind decides the forward, the method (distill/methods/: TAR or one it
+    is compared with) the KD terms, and everything else is common. A KD term whose weight is 0 is
+    not computed, and the teacher parts it alone needs do not run. The FPN adapters and any modules
+    of the method (FGD's context blocks) live here, never inside the student, so
+    `distiller.student` stays a plain torchvision detector.
 
-    The weight, gate, mask and temperature arguments are TAR's; a baseline uses its paper's values
-    (`baseline_losses.BASELINE_DEFAULTS`). `decay="auto"` is linear for TAR and the paper's
-    schedule (constant) for a baseline; any other decay applies to every method. `class_map`
-    (distill/class_map.py) lets a teacher trained on another label set guide the student: the
-    teacher's class outputs are gathered onto the student's classes before the head terms.
+    Args:
+        method: a name in `registry.METHODS`, or a method already built (then give no options).
+        sharing: student | union, the Faster R-CNN RoIs (two_stage.py).
+        decay: auto (the method's `default_decay`) or a schedule in decay.DECAYS, for any method.
+        class_map: lets a teacher trained on another label set guide the student: the teacher's
+            class outputs are gathered onto the student's classes before the head terms.
+        **method_options: the method's hyper-parameters by name, over its paper's defaults (TAR:
+            fpn_weight, beta, cls_gate, ...). One the method does not have is a ConfigError listing
+            the valid ones: `method="fitnet", fpn_weight=5` trains FitNet at 5, `method="fgd",
+            fpn_weight=5` is refused.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, *, method: str = "tar",
-                 fpn_weight: float = 1.0, cls_weight: float = 1.0, reg_weight: float = 1.0,
-                 beta: float = 0.5, truncate: bool = True, fpn_norm: str = "standard", tau: float = 1.0,
-                 cls_gate: str = "adaptive",
-                 reg_gate: str = "teacher_better", sharing: str = "student", decay: str = AUTO_DECAY,
-                 decay_kwargs: dict[str, Any] | None = None, class_map: ClassMap | None = None):
+    def __init__(self, teacher: nn.Module, student: nn.Module, *, method: str | DistillMethod = "tar",
+                 sharing: str = "student", decay: str = AUTO_DECAY, decay_kwargs: dict[str, Any] | None = None,
+                 class_map: ClassMap | None = None, **method_options: Any):
         super().__init__()
         self.kind = _check_pair(teacher, student, class_map)
         self.class_map = class_map
-        self.method, self.spec = method, check_method(method, self.kind)
-        decay = resolve_decay(method, decay)
-        _check_options({"fpn_weight": fpn_weight, "cls_weight": cls_weight, "reg_weight": reg_weight,
-                        "beta": beta, "tau": tau}, cls_gate=cls_gate, reg_gate=reg_gate, fpn_norm=fpn_norm,
-                       sharing=sharing, decay=decay, decay_kwargs=decay_kwargs or {})
-        if self.kind == "retinanet" and sharing != "student":
-            raise ConfigError(f"distill.sharing: '{sharing}' shares proposals, and RetinaNet has none; "
-                              "use student (both models then use the student's anchors)")
-        self.teacher, self.student = teacher, student
+        self.method = _resolve_method(method, method_options, self.kind)
+        self.decay, self.decay_kwargs = resolve_decay(self.method, decay), dict(decay_kwargs or {})
+        _check_schedule_and_sharing(self.decay, self.decay_kwargs, sharing, self.kind)
+        self.teacher, self.student, self.sharing = teacher, student, sharing
         self.teacher.requires_grad_(False)
-        self.weights = method_weights(method, {"kd/fpn": fpn_weight, "kd/cls": cls_weight,
-                                               "kd/reg": reg_weight})
-        self.options = method_options(method)
-        self.beta, self.truncate, self.tau, self.fpn_norm = beta, truncate, tau, fpn_norm
-        self.cls_gate, self.reg_gate, self.sharing = cls_gate, reg_gate, sharing
-        self.decay, self.decay_kwargs = decay, dict(decay_kwargs or {})
-        self.needs = forward_needs(self.weights, self.spec)
+        self.weights = self.method.loss_weights(self.kind)
+        self.needs = self.method.forward_needs(self.kind)
         self.adapters, self.fpn_strides, self.method_modules = None, {}, None
-        if self.needs["teacher_features"]:
+        if self.needs.teacher_features:
             self.adapters, self.fpn_strides = build_fpn_adapters(teacher.backbone, student.backbone,
-                                                                 remedy=fpn_remedy(method))
-            if self.spec.modules is not None:
-                self.method_modules = self.spec.modules(self.adapters)
+                                                                 remedy=self.method.fpn_remedy)
+            # Built after the adapters, so that a seed gives both the same initial values as always.
+            self.method_modules = self.method.build_modules(
+                {name: conv.out_channels for name, conv in self.adapters.convs.items()})
         self.train(student.training)
 
     def train(self, mode: bool = True) -> Distiller:
@@ -101,20 +97,41 @@ class Distiller(nn.Module):
                 params += list(module.parameters())
         return params
 
+    def frozen_state_keys(self) -> set[str]:
+        """The teacher's weights and buffers: never trained, and reloaded from its file on --resume."""
+        named = [*self.teacher.named_parameters(remove_duplicate=False),
+                 *self.teacher.named_buffers(remove_duplicate=False)]
+        return {f"teacher.{name}" for name, _ in named}
+
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Unweighted losses (det/*, kd/*) and detached statistics (stat/*) for one training batch."""
         if not self.training:
             raise RuntimeError("Distiller.forward computes training losses; call distiller.train(), "
                                "or use distiller.student for predictions")
+        needs = asdict(self.needs)
         if self.kind == "retinanet":
             out = one_stage_forward(self.teacher, self.student, images, targets, class_map=self.class_map,
-                                    **self.needs)
+                                    **needs)
         else:
             out = two_stage_forward(self.teacher, self.student, images, targets, sharing=self.sharing,
-                                    class_map=self.class_map, **self.needs)
+                                    class_map=self.class_map, **needs)
         losses = {f"det/{name}": value for name, value in out.det_losses.items()}
-        losses.update(self.spec.terms(self, out))
+        losses.update(self.method.terms(out, self._levels(out), self.method_modules))
         return losses
+
+    def _levels(self, out: Outputs) -> list[FpnLevel]:
+        """Every FPN level with the student's features adapted; none when no feature term is active."""
+        if self.adapters is None:
+            return []
+        levels = []
+        for name, student_feat in self.adapters(out.student_features).items():
+            teacher_feat = out.teacher_features[name]
+            if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
+                raise ConfigError(f"distill: FPN level {name} is {tuple(teacher_feat.shape[-2:])} in "
+                                  f"the teacher but {tuple(student_feat.shape[-2:])} in the student; "
+                                  + self.method.fpn_remedy)
+            levels.append(FpnLevel(name, student_feat, teacher_feat, self.fpn_strides[name]))
+        return levels
 
     def loss_weights(self, step: int, total_steps: int) -> dict[str, float]:
         """Weight of every loss key at `step`, plus stat/decay_w = w(t).
@@ -130,19 +147,32 @@ class Distiller(nn.Module):
         return weights
 
 
-def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, fpn_norm: str, sharing: str,
-                   decay: str, decay_kwargs: dict[str, Any]) -> None:
-    for name, value in numbers.items():
-        # weights may be 0 (term off); beta and tau scale a division, so they must be positive
-        if value < 0 or (value == 0 and name in ("beta", "tau")):
-            raise ConfigError(f"distill.{name} must be {'>= 0' if 'weight' in name else '> 0'}, "
-                              f"got {value}")
-    check_gate("cls_gate", cls_gate)
-    check_fpn_norm(fpn_norm)
-    check_gate("reg_gate", reg_gate)
-    check_decay(decay)
+def _resolve_method(method: str | DistillMethod, options: dict[str, Any], kind: str) -> DistillMethod:
+    if isinstance(method, str):
+        return build_method(method, options, kind=kind)
+    if options:
+        raise ConfigError(f"distill: options {sorted(options)} given beside a method already built; "
+                          "set them on the method")
+    if kind not in method.kinds:
+        raise ConfigError(f"distill.method: {method.name} distills {', '.join(method.kinds)} only, not {kind}")
+    return method
+
+
+def resolve_decay(method: DistillMethod, decay: str) -> str:
+    """The decay schedule to use: `auto` means the method's own."""
+    if decay == AUTO_DECAY:
+        return method.default_decay
+    if decay not in DECAYS:
+        raise ConfigError(f"distill.decay: unknown decay '{decay}' (valid: {AUTO_DECAY}, {', '.join(DECAYS)})")
+    return decay
+
+
+def _check_schedule_and_sharing(decay: str, decay_kwargs: dict[str, Any], sharing: str, kind: str) -> None:
     if sharing not in SHARINGS:
         raise ConfigError(f"distill.sharing: unknown value '{sharing}' (valid: {', '.join(SHARINGS)})")
+    if kind == "retinanet" and sharing != "student":
+        raise ConfigError(f"distill.sharing: '{sharing}' shares proposals, and RetinaNet has none; "
+                          "use student (both models then use the student's anchors)")
     try:  # fail now, not at the first logging step, on a misspelt decay argument
         decay_weight(decay, 0, 1, **decay_kwargs)
     except TypeError as err:

@@ -45,6 +45,7 @@ class OneStageOutputs:
     teacher_logits: Tensor | None = None  # [R, C]
     teacher_deltas: Tensor | None = None  # [P, 4]
     anchors_per_level: list[Tensor] | None = None  # every anchor, see `two_stage.anchors_by_level`
+    box_coder: BoxCoder | None = None  # the student's; the pair check made the teacher's encode alike
 
     @property
     def num_positives(self) -> int:
@@ -141,7 +142,8 @@ def one_stage_forward(teacher: RetinaNet, student: RetinaNet, images: list[Tenso
     out = OneStageOutputs(
         det_losses=det_losses, gt_boxes=[t["boxes"] for t in targets], student_features=s_features,
         labels=labels, student_logits=s_head["cls_logits"][valid], anchors=torch.stack(anchors)[positive],
-        matched_gt_boxes=matched_gt_boxes, student_deltas=s_head["bbox_regression"][positive])
+        matched_gt_boxes=matched_gt_boxes, student_deltas=s_head["bbox_regression"][positive],
+        box_coder=student.box_coder)
     if level_anchors:
         out.anchors_per_level = anchors_by_level(student.anchor_generator, image_list,
                                                  list(s_features.values()))

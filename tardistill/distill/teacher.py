@@ -8,9 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from tardistill.config import DistillConfig, ModelConfig
+from tardistill.config import DistillConfig, ModelConfig, config_from_dict
 from tardistill.engine.setup import detector_from_config, load_detector
 from tardistill.errors import ConfigError
+from tardistill.models.checkpoint import read_checkpoint_meta
 from tardistill.models.weights import load_detector_weights
 from tardistill.models.zoo import coco_classes, zoo_architecture
 
@@ -28,13 +29,22 @@ def load_teacher(terms: DistillConfig, student: ModelConfig) -> tuple[nn.Module,
                               "distill.teacher_architecture; a tardistill checkpoint holds its class list")
         teacher, meta = load_detector(terms.teacher)
         return teacher, list(meta["classes"])
-    spec = zoo_architecture(terms.teacher_architecture, key="distill.teacher_architecture")
+    config = teacher_model_config(terms, student)
     classes = teacher_class_names(terms.teacher_classes)
-    config = dataclasses.replace(student, kind=spec.kind, architecture=terms.teacher_architecture,
-                                 pretrained_setup=True, weights=None, backbone_weights=None)
     teacher = detector_from_config(config, len(classes))
     load_detector_weights(teacher, Path(terms.teacher), strict=True)
     return teacher, classes
+
+
+def teacher_model_config(terms: DistillConfig, student: ModelConfig) -> ModelConfig:
+    """The teacher's architecture, with no weights file named: a checkpoint's own model section, or
+    the zoo builder with the student's image size and proposal settings."""
+    if not terms.teacher_architecture:
+        model = config_from_dict(read_checkpoint_meta(terms.teacher)["config"], source=str(terms.teacher)).model
+        return dataclasses.replace(model, weights=None, backbone_weights=None)
+    spec = zoo_architecture(terms.teacher_architecture, key="distill.teacher_architecture")
+    return dataclasses.replace(student, kind=spec.kind, architecture=terms.teacher_architecture,
+                               pretrained_setup=True, weights=None, backbone_weights=None)
 
 
 def teacher_class_names(spec: list[str] | str | None) -> list[str]:

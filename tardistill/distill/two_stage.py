@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
@@ -39,6 +40,7 @@ class TwoStageOutputs:
     teacher_deltas: Tensor | None = None
     regression_targets: Tensor | None = None  # [R, 4], the student's box coder; meaningful where labels > 0
     anchors_per_level: list[Tensor] | None = None  # the RPN's anchors, see `anchors_by_level`
+    box_coder: BoxCoder | None = None  # the student's; the pair check made the teacher's encode alike
 
 
 def num_classes_of(model: FasterRCNN) -> int:
@@ -191,7 +193,7 @@ def two_stage_forward(teacher: FasterRCNN, student: FasterRCNN, images: list[Ten
         labels=torch.cat(labels), matched_gt_boxes=_matched_gt_boxes(gt_boxes, matched_idxs),
         student_logits=s_logits, student_deltas=s_deltas,
         teacher_features=t_features if teacher_features else None,
-        regression_targets=torch.cat(regression_targets))
+        regression_targets=torch.cat(regression_targets), box_coder=student.roi_heads.box_coder)
     if level_anchors:
         out.anchors_per_level = anchors_by_level(student.rpn.anchor_generator, image_list,
                                                  list(s_features.values()))

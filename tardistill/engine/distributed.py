@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import chain
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from tardistill.engine.trainable import Trainable
 
 T = TypeVar("T")
 
@@ -166,20 +167,19 @@ def mean_over_ranks(scalars: dict[str, float]) -> dict[str, float]:
             for name in names}
 
 
-def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap_for_training(model: Trainable, device: torch.device) -> nn.Module:
     """`model` in DistributedDataParallel when several ranks train, else `model` itself.
 
     DDP all-reduces (averages) the gradients of what the optimizer trains: the student and, when
-    distilling, the adapters and the method's modules. A Distiller's frozen teacher is loaded from
-    the same file on every rank and never changes, so it is left out entirely: DDP neither
-    broadcasts its weights and buffers nor waits for gradients it never gets.
+    distilling, the adapters and the method's modules. The model's frozen state (a Distiller's
+    teacher) is loaded from the same file on every rank and never changes, so it is left out
+    entirely: DDP neither broadcasts those weights and buffers nor waits for gradients they never get.
     """
     if not is_distributed():
         return model
-    teacher = getattr(model, "teacher", None)
-    if isinstance(teacher, nn.Module):
-        names = [f"teacher.{name}" for name, _ in chain(teacher.named_parameters(), teacher.named_buffers())]
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+    frozen = model.frozen_state_keys()
+    if frozen:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(frozen))
     # find_unused_parameters=False: every trainable parameter takes part in every training
     # forward. A distillation term weighing 0 is not built at all (no adapters or modules without
     # an active term, see Distiller.needs); a term whose weight decays to 0 is still computed (0 x

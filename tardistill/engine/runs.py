@@ -17,6 +17,7 @@ from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
                                      detector_from_config, primary_metric, seed_everything, select_device,
                                      use_bf16)
+from tardistill.engine.trainable import Trainable
 from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit
 from tardistill.errors import ConfigError
 from tardistill.models.build import count_parameters
@@ -54,9 +55,9 @@ def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> di
                         meta={"role": "detector"}, resume=resume)
 
 
-def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Module, train_set,
+def run_training(config: Config, model: Trainable, detector: torch.nn.Module, train_set,
                  out_dir: Path, *, meta: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    """Train `model` (a loss-dict module) and validate/save `detector`, the deployable part of it.
+    """Train `model` (a loss-dict module, see `Trainable`) and validate/save `detector`, the deployable part of it.
 
     Under torchrun every rank runs this alike (see engine/distributed.py); config.train.batch_size is
     per rank, so a step trains on batch_size x world size images.
@@ -68,8 +69,7 @@ def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Modu
     if is_main():
         save_config(config, out_dir / "config.yaml")
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
-    params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
-    optimizer = build_optimizer(params, config.train.optimizer, lr=config.train.lr,
+    optimizer = build_optimizer(model.trainable_parameters(), config.train.optimizer, lr=config.train.lr,
                                 momentum=config.train.momentum, weight_decay=config.train.weight_decay)
     batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
                            num_workers=config.data.num_workers)

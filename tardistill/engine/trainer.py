@@ -20,6 +20,7 @@ from tardistill.engine.distributed import (all_gather, any_rank, barrier, is_mai
                                            run_on_main, wrap_for_training)
 from tardistill.engine.run_log import RunLog
 from tardistill.engine.schedule import lr_factor
+from tardistill.engine.trainable import LossModule, Trainable
 from tardistill.errors import NonFiniteLossError, TardistillError
 from tardistill.models.checkpoint import (flatten_optimizer_state, load_checkpoint, save_checkpoint,
                                           unflatten_optimizer_state)
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "last_state.safetensors"
 
 
-class PrefixedLosses(nn.Module):
-    """Wraps a torchvision detector so its training losses come back as `det/<name>`."""
+class PrefixedLosses(LossModule):
+    """Wraps a torchvision detector so its training losses come back as `det/<name>`, each weighing 1."""
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
@@ -70,10 +71,10 @@ class Hooks:
     primary_metric: str = "AP"
 
 
-def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
+def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
         hooks: Hooks, device: torch.device, amp: bool = False, resume: bool = False, log_every: int = 20,
         eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0, skip_nonfinite: bool = False) -> dict[str, Any]:
-    """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
+    """Train `model` (whose forward returns a flat loss dict; see `Trainable`) for `schedule.iterations` steps.
 
     Under torchrun (see engine/distributed.py) every rank calls `fit` alike: the model trains in
     DistributedDataParallel, `make_batches` yields this rank's share of each global batch, and only
@@ -209,7 +210,7 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with autocast:
         losses = (forward or model)(images, targets)
-    total, weights = weighted_total(model, losses, step, schedule.iterations)
+    total, weights = model.weighted_total(losses, step, schedule.iterations)
     try:
         _check_finite_losses_on_all_ranks(losses, total, step)
         optimizer.zero_grad(set_to_none=True)
@@ -260,14 +261,6 @@ def _clip_and_check_gradients(optimizer, clip_grad_norm: float, step: int) -> No
         torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, norm)
 
 
-def weighted_total(model: nn.Module, losses: dict[str, torch.Tensor], step: int,
-                   total_steps: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss to minimise: losses weighted by `model.loss_weights` (1 when it has none), stat/* left out."""
-    weights = model.loss_weights(step, total_steps) if hasattr(model, "loss_weights") else {}
-    total = sum(weights.get(k, 1.0) * v.float() for k, v in losses.items() if not k.startswith("stat/"))
-    return total, weights
-
-
 def _console_scalars(scalars: dict[str, float]) -> dict[str, str]:
     """Total loss, lr, and every distillation term, weight and gate rate, formatted short."""
     shown = {"loss": f"{scalars['loss']:.3f}", "lr": f"{scalars['lr']:.2e}"}
@@ -303,9 +296,10 @@ def _maybe_evaluate(state, hooks: Hooks, run_log: RunLog, out_dir: Path, model, 
             hooks.save_model(out_dir / "best.safetensors", {"step": step, "val_metrics": metrics})
 
 
-def training_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What training must restore: everything but a frozen teacher (which is reloaded from its file)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+def training_state_dict(model: Trainable) -> dict[str, torch.Tensor]:
+    """What training must restore: everything but the frozen state (a teacher, reloaded from its file)."""
+    frozen = model.frozen_state_keys()
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 def _save_train_state(path: Path, model, optimizer, state) -> None:
@@ -321,7 +315,8 @@ def _restore(saved, path: Path, model, optimizer) -> dict[str, Any]:
     tensors, meta = saved
     model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     missing, unexpected = model.load_state_dict(model_state, strict=False)
-    missing = [k for k in missing if not k.startswith("teacher.")]
+    frozen = model.frozen_state_keys()
+    missing = [k for k in missing if k not in frozen]
     if missing or unexpected:
         raise TardistillError(f"{path}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))

@@ -10,7 +10,7 @@ from torch import nn
 
 from tardistill.commands import distill
 from tardistill.distill import Distiller
-from tardistill.distill.baseline_losses import CHEN_BACKGROUND_WEIGHT, CHEN_MU
+from tardistill.distill.methods.chen2017 import CHEN_BACKGROUND_WEIGHT, CHEN_MU
 from tardistill.distill.two_stage import two_stage_forward
 from tardistill.engine.setup import load_detector
 from tardistill.engine.trainer import training_state_dict

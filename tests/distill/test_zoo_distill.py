@@ -7,9 +7,12 @@ import json
 import pytest
 import torch
 
+from tardistill import commands
+from tardistill.bench.distill_cost import measure_step_times
 from tardistill.commands import distill
-from tardistill.config import load_config
+from tardistill.config import load_config, save_config
 from tardistill.data.synthetic import SYNTH_CLASSES
+from tardistill.distill.pair import build_pair
 from tardistill.distill.teacher import load_teacher
 from tardistill.engine.setup import load_detector
 from tardistill.errors import ConfigError, TardistillError
@@ -81,3 +84,17 @@ def test_zoo_teacher_settings_are_checked():
     config.distill.teacher_architecture, config.distill.teacher_classes = "fasterrcnn_resnet50_fpn", "voc"
     with pytest.raises(ConfigError, match="distill.teacher_classes: name the zoo teacher's classes"):
         load_teacher(config.distill, config.model)
+
+
+def test_profile_and_distill_cost_build_the_zoo_pair_as_distill_does(tmp_path, tiny_synth, coco_teacher_checkpoint):
+    config = load_config(None, [*zoo_overrides(tiny_synth, coco_teacher_checkpoint), "distill.fpn_weight=0"])
+    pair = build_pair(config, list(SYNTH_CLASSES))
+    assert pair.teacher_classes == coco_classes() and pair.class_map is not None
+    assert measure_step_times(config, repeats=1, warmup=0)["distill_step_s"] > 0
+    path = tmp_path / "zoo.yaml"
+    save_config(config, path)
+    # profile's rows without their measurement, which takes a fresh process per model
+    rows = {name: (detector, builder) for name, detector, builder, _ in commands._profile_targets([path], [])}
+    assert list(rows) == [f"teacher: {coco_teacher_checkpoint}", f"student: {path}"]
+    teacher, build_teacher = rows[f"teacher: {coco_teacher_checkpoint}"]
+    assert teacher is not pair.teacher and type(build_teacher()) is type(teacher)

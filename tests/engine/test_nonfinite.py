@@ -9,6 +9,7 @@ from torch import nn
 from tardistill.commands import train
 from tardistill.config import load_config
 from tardistill.engine import runs
+from tardistill.engine.trainable import LossModule
 from tardistill.engine.trainer import PrefixedLosses, Schedule, _train_step
 from tardistill.errors import NonFiniteLossError
 from tardistill.models.checkpoint import load_checkpoint
@@ -54,8 +55,8 @@ def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path, tiny_overrides, m
     assert logged == [1, 2, 4, 5]  # the skipped step has no (NaN) record
 
 
-class TwoTerms(nn.Module):
-    """A loss dict with a detection term and a distillation term over one parameter."""
+class TwoTerms(LossModule):
+    """A loss dict with a detection term and a distillation term over one parameter; each weighs 1."""
 
     def __init__(self, kd_value=1.0, kd_gradient_nan=False):
         super().__init__()
