@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tardistill.config import load_config
+from tardistill.config import IMAGE_SIDE, Range, check_range, load_config
 from tardistill.errors import TardistillError
+
+# Detection scores are probabilities; NaN would silently keep or drop every box.
+SCORE_RANGE = Range(0, 1)
 
 
 def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
@@ -69,6 +72,7 @@ def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split
 def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Path, out: Path, *,
             score_threshold: float) -> int:
     """`tardistill predict`: draw detections on every image of a folder; returns how many were written."""
+    check_range(score_threshold, SCORE_RANGE, "--score-threshold")
     from tardistill.engine.setup import load_detector
     from tardistill.visualize import predict_folder
 
@@ -166,6 +170,10 @@ def export(checkpoint: Path, out: Path, *, export_format: str, image_size: int |
     from tardistill.deploy.parity import parity_images
     from tardistill.engine.setup import load_detector
 
+    if image_size is not None:
+        check_range(image_size, Range(*IMAGE_SIDE), "--image-size")
+    if score_threshold is not None:
+        check_range(score_threshold, SCORE_RANGE, "--check-score-threshold")
     detector, meta = load_detector(checkpoint)
     model = meta["config"]["model"]
     size = image_size or model["max_size"]

@@ -182,3 +182,21 @@ def test_nan_loss_is_one_line_naming_term_and_step(tiny_synth, tiny_overrides, t
     code, _, err = run(train_args(tiny_synth, tiny_overrides, tmp_path), capsys)
     line = one_line_error(err)
     assert code == 2 and "step 1: loss term det/loss_classifier is nan" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "--score-threshold", "nan", "--images", "imgs", "--out", "drawn"],
+     "error: --score-threshold must be in [0, 1], got nan"),
+    (["export", "--image-size", "0", "--out", "model.onnx"], "error: --image-size must be in [32, 4096], got 0"),
+    (["export", "--image-size", "-64", "--out", "model.onnx"], "error: --image-size must be in [32, 4096], got -64"),
+])
+def test_command_line_numbers_are_range_checked_before_anything_runs(tmp_path, capsys, args, message):
+    command, *options = args
+    config = [write_config(tmp_path)] if command == "predict" else []
+    code, _, err = run([command, *config, "--checkpoint", tmp_path / "none.safetensors", *options], capsys)
+    assert code == 2 and one_line_error(err) == message
+
+
+def test_an_out_of_range_config_number_is_one_line(tmp_path, capsys):
+    code, _, err = run(["train", write_config(tmp_path), "--set", "train.batch_size=0"], capsys)
+    assert code == 2 and one_line_error(err).endswith("key 'train.batch_size' must be >= 1, got 0")
