@@ -19,21 +19,23 @@ def make_synthetic(out: Path, **options: Any) -> dict[str, Any]:
     return generate_synthetic(out, **options)
 
 
-def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
+          overwrite: bool = False) -> dict[str, Any]:
     """`tardistill train`: train, keep the best checkpoint on val, report test metrics."""
-    from tardistill.engine.runs import finish_run, train_detector
+    from tardistill.engine.runs import run_and_test, train_detector
 
     config = load_config(config_path, overrides)
-    return finish_run(config, out, train_detector(config, out, resume=resume))
+    return run_and_test(config, out, train_detector, resume=resume, overwrite=overwrite)
 
 
-def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
+            overwrite: bool = False) -> dict[str, Any]:
     """`tardistill distill`: train a student with the teacher named by distill.teacher."""
     from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import finish_run
+    from tardistill.engine.runs import run_and_test
 
     config = load_config(config_path, overrides)
-    return finish_run(config, out, distill_student(config, out, resume=resume))
+    return run_and_test(config, out, distill_student, resume=resume, overwrite=overwrite)
 
 
 def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split: str) -> dict[str, float]:

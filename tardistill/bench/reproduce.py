@@ -75,7 +75,7 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
     import torch
 
     from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import finish_run, train_detector
+    from tardistill.engine.runs import continue_or_start, train_detector
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if preset.threads:
@@ -89,7 +89,7 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
     try:
         config = run_config(spec, preset, out)
         runner = train_detector if spec.method == "teacher" else distill_student
-        result = finish_run(config, run_dir, runner(config, run_dir, resume=True))
+        result = continue_or_start(config, run_dir, runner)
     finally:
         root.removeHandler(handler)
         handler.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
                                      detector_from_config, primary_metric, seed_everything, select_device,
                                      use_bf16)
-from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit
+from tardistill.engine.run_folder import claimed_run_folder, has_saved_state
+from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit, start_state
 from tardistill.errors import ConfigError
 from tardistill.models.build import count_parameters
 from tardistill.models.checkpoint import load_checkpoint, save_model
@@ -54,28 +56,48 @@ def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> di
                         meta={"role": "detector"}, resume=resume)
 
 
+def run_and_test(config: Config, out: Path, runner: Callable[..., dict[str, Any]], *, resume: bool = False,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Claim the run folder `out` (see engine/run_folder.py), train with `runner`, score on test.
+
+    runner: train_detector or distill_student. resume: continue the saved state in `out`, which
+    must exist. overwrite: move a run already in `out` aside first.
+    """
+    with claimed_run_folder(out, resume=resume, overwrite=overwrite):
+        return finish_run(config, out, runner(config, out, resume=resume))
+
+
+def continue_or_start(config: Config, out: Path, runner: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """run_and_test in a folder a tool owns (demo, bench reproduce): continue a saved state, or start
+    over, moving aside the files of a run that stopped before its first checkpoint."""
+    resume = has_saved_state(out)
+    return run_and_test(config, out, runner, resume=resume, overwrite=not resume)
+
+
 def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Module, train_set,
                  out_dir: Path, *, meta: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Train `model` (a loss-dict module) and validate/save `detector`, the deployable part of it.
 
-    Under torchrun every rank runs this alike (see engine/distributed.py); config.train.batch_size is
-    per rank, so a step trains on batch_size x world size images.
+    Nothing is written to `out_dir` before the data of every split and the state to resume from
+    have been checked. Under torchrun every rank runs this alike (see engine/distributed.py);
+    config.train.batch_size is per rank, so a step trains on batch_size x world size images.
     """
     init_distributed()  # a no-op without torchrun, or once the CLI has joined the process group
     device = select_device(config.train.device)
     val_set = dataset_for(config.data, config.data.val_split, train=False)
     model.to(device)
-    if is_main():
-        save_config(config, out_dir / "config.yaml")
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
     params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()
     optimizer = build_optimizer(params, config.train.optimizer, lr=config.train.lr,
                                 momentum=config.train.momentum, weight_decay=config.train.weight_decay)
+    start = start_state(out_dir, model, optimizer, resume=resume)
+    if is_main():
+        save_config(config, out_dir / "config.yaml")
     batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
                            num_workers=config.data.num_workers)
     state = fit(model, batches, optimizer, schedule_from_config(config), out_dir=out_dir,
                 hooks=make_hooks(config, detector, val_set, meta, device), device=device,
-                amp=use_bf16(config.train.amp, device), resume=resume, log_every=config.train.log_every,
+                amp=use_bf16(config.train.amp, device), start=start, log_every=config.train.log_every,
                 eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every,
                 seed=config.seed, skip_nonfinite=config.train.skip_nonfinite)
     skipped = merge_reasons(train_set.bad_samples.reasons, state["skipped_samples"],
