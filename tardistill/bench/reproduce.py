@@ -29,6 +29,7 @@ from typing import Any
 from tardistill.bench.plan import RunSpec, plan_runs
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
+from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,7 @@ def record_path(out: Path, key: str) -> Path:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
+    write_json(path, without_nonfinite(data)[0])
 
 
 def _val_curve(run_dir: Path) -> list[list[float]]:

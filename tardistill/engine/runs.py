@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit, star
 from tardistill.errors import ConfigError
 from tardistill.models.build import count_parameters
 from tardistill.models.checkpoint import load_checkpoint, save_model
+from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,20 @@ def finish_run(config: Config, out: Path, state: dict[str, Any]) -> dict[str, An
     test_set = dataset_for(config.data, config.data.test_split, train=False)
     test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split, dataset=test_set)
     skipped = skipped_report(merge_reasons(state.get("skipped_samples", []), test_set.bad_samples.reasons))
-    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics, "skipped_samples": skipped}
+    result = json_ready({**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics,
+                         "skipped_samples": skipped})
     if not is_main():
         return result
     if skipped["count"]:
         log.warning("skipped %d bad samples (data.on_bad_sample: skip); all reasons are in %s, the first: %s",
                     skipped["count"], out / "result.json", " | ".join(skipped["reasons"][:3]))
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "result.json", result)
     return result
+
+
+def json_ready(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` as strict JSON holds it: NaN and infinities become null, and `null_reasons` says why."""
+    clean, nulls = without_nonfinite(result)
+    if "best_metric" in nulls and result.get("best_step", -1) < 0:
+        nulls["best_metric"] = "no validation ran (train.eval_every: 0); the checkpoint is the final one"
+    return {**clean, "null_reasons": nulls} if nulls else clean
