@@ -302,6 +302,11 @@ class CocoDetection(Dataset):
                         "annotations": [a for a in self.coco_gt["annotations"]
                                         if _int_or_none(a, "image_id") != image_id]}
 
+    @property
+    def num_objects(self) -> int:
+        """How many objects the targets hold (crowd regions and dropped boxes not counted)."""
+        return sum(len(labels) for _, labels in self._targets)
+
     def image_sizes(self) -> list[tuple[int, int]]:
         """(width, height) of every image, from the annotations: batches group by aspect ratio."""
         return [(record["width"], record["height"]) for record in self._images]

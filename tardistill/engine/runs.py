@@ -11,6 +11,7 @@ import torch
 
 from tardistill.config import Config, config_to_dict, save_config
 from tardistill.data.bad_samples import merge_reasons, skipped_report
+from tardistill.data.loader import check_splits_agree
 from tardistill.engine.distributed import init_distributed, is_main, run_on_main
 from tardistill.engine.evaluator import evaluate
 from tardistill.engine.schedule import build_optimizer
@@ -85,6 +86,8 @@ def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Modu
     init_distributed()  # a no-op without torchrun, or once the CLI has joined the process group
     device = select_device(config.train.device)
     val_set = dataset_for(config.data, config.data.val_split, train=False)
+    test_set = dataset_for(config.data, config.data.test_split, train=False)  # read again by finish_run
+    check_splits_agree({"train": train_set, "val": val_set, "test": test_set})
     model.to(device)
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
     params = model.trainable_parameters() if hasattr(model, "trainable_parameters") else model.parameters()

@@ -75,3 +75,18 @@ def test_result_json_is_strict_json_with_a_reason_for_each_null(tmp_path, tiny_o
     assert result["null_reasons"] == {
         "best_metric": "no validation ran (train.eval_every: 0); the checkpoint is the final one"}
     assert result["checkpoint"] == str(tmp_path / "final.safetensors")
+
+
+def test_splits_that_disagree_stop_the_run_before_it_writes_anything(tmp_path, tiny_synth, tiny_overrides):
+    import shutil
+
+    from tardistill.errors import DataError
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+    coco = json.loads((root / "annotations" / "train.json").read_text())
+    coco["categories"].append({"id": 99, "name": "giraffe"})  # a class the val and test splits lack
+    (root / "annotations" / "train.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match="val.json: its categories differ from the train split's"):
+        train(None, [*tiny_overrides, f"data.root={root}"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()
