@@ -47,10 +47,10 @@ def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split:
 
 def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split: str) -> dict[str, float]:
     """`tardistill evaluate-detections`: score a results file against COCO JSON or a VOC root."""
+    from tardistill.data.coco import CocoDetection
+    from tardistill.data.voc import VOCDetection
     from tardistill.metrics import coco_metrics, load_detections, voc_metrics
     from tardistill.metrics.coco import validate_detections
-    from tardistill.data.coco import read_coco_json
-    from tardistill.data.voc import VOCDetection
 
     results = load_detections(detections)
     if gt.is_dir():
@@ -65,7 +65,8 @@ def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split
                            use_07_metric=metric == "voc07")
     if metric not in (None, "coco"):
         raise TardistillError(f"{gt}: VOC metrics need a VOC root directory, not a JSON file")
-    ground_truth = read_coco_json(gt)
+    # Read as training reads it: the same errors and warnings, the same boxes dropped.
+    ground_truth = CocoDetection(None, gt, train=False).coco_gt
     validate_detections(results, image_ids={im["id"] for im in ground_truth["images"]},
                         category_ids={c["id"] for c in ground_truth["categories"]}, source=str(detections))
     return coco_metrics(ground_truth, results)

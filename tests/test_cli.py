@@ -200,3 +200,29 @@ def test_command_line_numbers_are_range_checked_before_anything_runs(tmp_path, c
 def test_an_out_of_range_config_number_is_one_line(tmp_path, capsys):
     code, _, err = run(["train", write_config(tmp_path), "--set", "train.batch_size=0"], capsys)
     assert code == 2 and one_line_error(err).endswith("key 'train.batch_size' must be >= 1, got 0")
+
+
+def _perfect_detections(gt, tmp_path, skip=()):
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                                       "score": 1.0} for i, a in enumerate(gt["annotations"]) if i not in skip]))
+    return detections
+
+
+def test_evaluate_detections_refuses_ground_truth_that_training_refuses(tiny_synth, tmp_path, capsys):
+    gt = json.loads((tiny_synth / "annotations" / "test.json").read_text())
+    gt["images"].append(dict(gt["images"][0]))  # the same image listed twice
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    code, _, err = run(["evaluate-detections", tmp_path / "gt.json", _perfect_detections(gt, tmp_path)], capsys)
+    assert code == 2 and one_line_error(err) == f"error: {tmp_path / 'gt.json'}: duplicate image ids in 'images'"
+
+
+def test_evaluate_detections_drops_the_boxes_training_drops(tiny_synth, tmp_path, capsys):
+    gt = json.loads((tiny_synth / "annotations" / "test.json").read_text())
+    x, y, w, h = gt["annotations"][0]["bbox"]
+    gt["annotations"][0]["bbox"] = [x + w, y, -w, h]  # negative width: no object, in training as here
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    detections = _perfect_detections(gt, tmp_path, skip={0})
+    with pytest.warns(UserWarning, match=r"gt.json \(image .*\): annotation id .* has an empty box .*; dropped"):
+        code, out, _ = run(["evaluate-detections", tmp_path / "gt.json", detections, "--json"], capsys)
+    assert code == 0 and json.loads(out)["AR100"] == pytest.approx(1.0)  # the dropped box is not a missed object
