@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tardistill.config import IMAGE_SIDE, Range, check_range, load_config
+from tardistill.config import IMAGE_SIDE, Config, Range, check_range, load_config, override_keys
 from tardistill.errors import TardistillError
 
 # Detection scores are probabilities; NaN would silently keep or drop every box.
@@ -42,7 +42,17 @@ def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split:
     """`tardistill eval`."""
     from tardistill.engine.runs import evaluate_checkpoint
 
-    return evaluate_checkpoint(load_config(config_path, overrides), checkpoint, split=split)
+    config = load_config(config_path, overrides)
+    return evaluate_checkpoint(config, checkpoint, split=split, model_keys=_model_overrides(config, overrides))
+
+
+def _model_overrides(config: Config, overrides: list[str]) -> dict[str, Any]:
+    """The model keys `--set` gives eval or predict: applied or refused (setup.inference_settings).
+
+    The config file's model section is not among them: it is usually the training config of some
+    model, and the checkpoint says which model this is.
+    """
+    return {key: getattr(config.model, key) for key in override_keys(overrides, "model")}
 
 
 def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split: str) -> dict[str, float]:
@@ -75,12 +85,12 @@ def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split
 def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Path, out: Path, *,
             score_threshold: float) -> int:
     """`tardistill predict`: draw detections on every image of a folder; returns how many were written."""
-    check_range(score_threshold, SCORE_RANGE, "--score-threshold")
     from tardistill.engine.setup import load_detector
     from tardistill.visualize import predict_folder
 
-    load_config(config_path, overrides)  # validates the config the user passed, as for eval
-    detector, meta = load_detector(checkpoint)
+    check_range(score_threshold, SCORE_RANGE, "--score-threshold")
+    config = load_config(config_path, overrides)
+    detector, meta = load_detector(checkpoint, model_keys=_model_overrides(config, overrides))
     return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
 
 

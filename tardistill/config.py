@@ -215,13 +215,23 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file (or start from defaults), then apply `a.b=value` overrides."""
+    return config_from_dict(_raw_config(path, overrides), source=str(path) if path else "overrides")
+
+
+def override_keys(overrides: list[str] | tuple[str, ...], section: str) -> list[str]:
+    """The keys of `section` that `--set` overrides name."""
+    raw = _raw_config(None, overrides).get(section, {})
+    return sorted(raw) if isinstance(raw, dict) else []
+
+
+def _raw_config(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml_mapping(Path(path))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    return config_from_dict(raw, source=str(path) if path else "overrides")
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:

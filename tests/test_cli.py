@@ -226,3 +226,19 @@ def test_evaluate_detections_drops_the_boxes_training_drops(tiny_synth, tmp_path
     with pytest.warns(UserWarning, match=r"gt.json \(image .*\): annotation id .* has an empty box .*; dropped"):
         code, out, _ = run(["evaluate-detections", tmp_path / "gt.json", detections, "--json"], capsys)
     assert code == 0 and json.loads(out)["AR100"] == pytest.approx(1.0)  # the dropped box is not a missed object
+
+
+def test_eval_and_predict_refuse_model_keys_the_checkpoint_fixes(untrained_teacher, tiny_synth, tmp_path, capsys):
+    common = ["--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}", "--set", "model.backbone=resnet101"]
+    for command in (["eval", write_config(tmp_path), *common],
+                    ["predict", write_config(tmp_path), *common, "--images", tiny_synth / "test", "--out", tmp_path / "p"]):
+        code, _, err = run(command, capsys)
+        assert code == 2 and one_line_error(err).startswith("error: model.backbone: ")
+    assert not (tmp_path / "p").exists()
+
+
+def test_eval_applies_a_score_threshold(untrained_teacher, tiny_synth, tmp_path, capsys):
+    args = ["eval", write_config(tmp_path), "--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}",
+            "--json"]
+    code, out, _ = run([*args, "--set", "model.score_threshold=1.0"], capsys)
+    assert code == 0 and json.loads(out)["AR100"] == 0  # torchvision keeps scores above the threshold: none

@@ -108,14 +108,16 @@ def run_training(config: Config, model: torch.nn.Module, detector: torch.nn.Modu
     return {**state, "skipped_samples": skipped, "parameters": count_parameters(detector)}
 
 
-def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None) -> dict[str, float]:
+def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None,
+                        model_keys: dict[str, Any] | None = None) -> dict[str, float]:
     """Metrics of a saved detector on one split (or on `dataset`, already built from that split).
 
+    model_keys: model config keys the user gave, applied or refused (setup.inference_settings).
     Under torchrun rank 0 reads the checkpoint for every rank and each evaluates its shard.
     """
     device = select_device(config.train.device)
     tensors, meta = run_on_main(load_checkpoint, checkpoint)
-    detector = detector_from_checkpoint(tensors, meta, source=checkpoint)
+    detector = detector_from_checkpoint(tensors, meta, source=checkpoint, model_keys=model_keys)
     dataset = dataset if dataset is not None else dataset_for(config.data, split, train=False)
     check_same_classes(meta["classes"], dataset.classes, checkpoint)
     return evaluate(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
