@@ -242,3 +242,15 @@ def test_eval_applies_a_score_threshold(untrained_teacher, tiny_synth, tmp_path,
             "--json"]
     code, out, _ = run([*args, "--set", "model.score_threshold=1.0"], capsys)
     assert code == 0 and json.loads(out)["AR100"] == 0  # torchvision keeps scores above the threshold: none
+
+
+def test_an_unforeseen_file_system_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tardistill import commands
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/exp/metrics.jsonl")
+    monkeypatch.setattr(commands, "train", disk_full)
+    code, _, err = run(["train", write_config(tmp_path)], capsys)
+    assert code == 2 and one_line_error(err) == "error: runs/exp/metrics.jsonl: No space left on device"
