@@ -229,9 +229,9 @@ def test_evaluate_detections_drops_the_boxes_training_drops(tiny_synth, tmp_path
 
 
 def test_eval_and_predict_refuse_model_keys_the_checkpoint_fixes(untrained_teacher, tiny_synth, tmp_path, capsys):
-    common = ["--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}", "--set", "model.backbone=resnet101"]
-    for command in (["eval", write_config(tmp_path), *common],
-                    ["predict", write_config(tmp_path), *common, "--images", tiny_synth / "test", "--out", tmp_path / "p"]):
+    common = [write_config(tmp_path), "--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}",
+              "--set", "model.backbone=resnet101"]
+    for command in (["eval", *common], ["predict", *common, "--images", tiny_synth / "test", "--out", tmp_path / "p"]):
         code, _, err = run(command, capsys)
         assert code == 2 and one_line_error(err).startswith("error: model.backbone: ")
     assert not (tmp_path / "p").exists()

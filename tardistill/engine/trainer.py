@@ -71,8 +71,9 @@ class Hooks:
 
 
 def fit(model: nn.Module, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
-        hooks: Hooks, device: torch.device, amp: bool = False, start: dict[str, Any] | None = None, log_every: int = 20,
-        eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0, skip_nonfinite: bool = False) -> dict[str, Any]:
+        hooks: Hooks, device: torch.device, amp: bool = False, start: dict[str, Any] | None = None,
+        log_every: int = 20, eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0,
+        skip_nonfinite: bool = False) -> dict[str, Any]:
     """Train `model` (whose forward returns a flat loss dict) for `schedule.iterations` steps.
 
     Under torchrun (see engine/distributed.py) every rank calls `fit` alike: the model trains in

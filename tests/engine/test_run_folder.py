@@ -78,7 +78,8 @@ def test_overwrite_moves_the_old_run_aside(train, tmp_path):
 def test_resume_without_a_saved_state_refuses_naming_the_path(train, tmp_path):
     code, err = train("--resume")
     assert code == 2
-    assert one_line_error(err) == (f"error: --resume: no saved training state at {tmp_path / 'run' / 'last_state.safetensors'}; "
+    state = tmp_path / "run" / "last_state.safetensors"
+    assert one_line_error(err) == (f"error: --resume: no saved training state at {state}; "
                                    "run without --resume to start a new run")
     assert not (tmp_path / "run").exists()  # nothing was created
 
