@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from tardistill.errors import TardistillError
+from tardistill.errors import TardistillError, Terminated
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         _add_config_args(sub)
         sub.add_argument("--out", type=Path, help="output directory (default runs/<config name>)")
         sub.add_argument("--resume", action="store_true", help="continue from OUT/last_state.safetensors")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="move a run already in OUT aside (to OUT.replaced-<time>) and start anew")
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint on a split")
     _add_config_args(ev)
@@ -149,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out or _default_out(args.config, args.command)
         run = commands.train if args.command == "train" else commands.distill
         with distributed_session():  # under torchrun: one rank of a data-parallel run (docs/DISTRIBUTED.md)
-            result = run(args.config, args.overrides, out, resume=args.resume)
+            result = run(args.config, args.overrides, out, resume=args.resume, overwrite=args.overwrite)
             if is_main():
                 _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
                 print(f"outputs: {out}")
@@ -190,14 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s" if rank == 0
                         else f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _run(args)
     except TardistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno is None:  # not a system call's failure: a bug, whose traceback helps
+            raise
+        # A file-system problem the code did not foresee (a full disk while writing a log, ...).
+        print(f"error: {f'{err.filename}: ' if err.filename else ''}{err.strerror}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _raise_terminated(signum, frame) -> None:
+    """SIGTERM stops a run as Ctrl-C does: training saves its state on the way out (engine/trainer.py)."""
+    raise Terminated()
 
 
 if __name__ == "__main__":

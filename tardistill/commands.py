@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tardistill.config import ModelConfig, load_config
+from tardistill.config import IMAGE_SIDE, Config, ModelConfig, Range, check_range, load_config, override_keys
 from tardistill.errors import TardistillError
+
+# Detection scores are probabilities; NaN would silently keep or drop every box.
+SCORE_RANGE = Range(0, 1)
 
 
 def make_dataset(name: str, out: Path, **options: Any) -> dict[str, Any]:
@@ -16,36 +19,48 @@ def make_dataset(name: str, out: Path, **options: Any) -> dict[str, Any]:
     return generate_dataset(name, out, **options)
 
 
-def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
+          overwrite: bool = False) -> dict[str, Any]:
     """`tardistill train`: train, keep the best checkpoint on val, report test metrics."""
-    from tardistill.engine.runs import finish_run, train_detector
+    from tardistill.engine.runs import run_and_test, train_detector
 
     config = load_config(config_path, overrides)
-    return finish_run(config, out, train_detector(config, out, resume=resume))
+    return run_and_test(config, out, train_detector, resume=resume, overwrite=overwrite)
 
 
-def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False) -> dict[str, Any]:
+def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
+            overwrite: bool = False) -> dict[str, Any]:
     """`tardistill distill`: train a student with the teacher named by distill.teacher."""
     from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import finish_run
+    from tardistill.engine.runs import run_and_test
 
     config = load_config(config_path, overrides)
-    return finish_run(config, out, distill_student(config, out, resume=resume))
+    return run_and_test(config, out, distill_student, resume=resume, overwrite=overwrite)
 
 
 def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split: str) -> dict[str, float]:
     """`tardistill eval`."""
     from tardistill.engine.runs import evaluate_checkpoint
 
-    return evaluate_checkpoint(load_config(config_path, overrides), checkpoint, split=split)
+    config = load_config(config_path, overrides)
+    return evaluate_checkpoint(config, checkpoint, split=split, model_keys=_model_overrides(config, overrides))
+
+
+def _model_overrides(config: Config, overrides: list[str]) -> dict[str, Any]:
+    """The model keys `--set` gives eval or predict: applied or refused (setup.inference_settings).
+
+    The config file's model section is not among them: it is usually the training config of some
+    model, and the checkpoint says which model this is.
+    """
+    return {key: getattr(config.model, key) for key in override_keys(overrides, "model")}
 
 
 def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split: str) -> dict[str, float]:
     """`tardistill evaluate-detections`: score a results file against COCO JSON or a VOC root."""
+    from tardistill.data.coco import CocoDetection
+    from tardistill.data.voc import VOCDetection
     from tardistill.metrics import coco_metrics, load_detections, voc_metrics
     from tardistill.metrics.coco import validate_detections
-    from tardistill.data.coco import read_coco_json
-    from tardistill.data.voc import VOCDetection
 
     results = load_detections(detections)
     if gt.is_dir():
@@ -60,7 +75,8 @@ def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split
                            use_07_metric=metric == "voc07")
     if metric not in (None, "coco"):
         raise TardistillError(f"{gt}: VOC metrics need a VOC root directory, not a JSON file")
-    ground_truth = read_coco_json(gt)
+    # Read as training reads it: the same errors and warnings, the same boxes dropped.
+    ground_truth = CocoDetection(None, gt, train=False).coco_gt
     validate_detections(results, image_ids={im["id"] for im in ground_truth["images"]},
                         category_ids={c["id"] for c in ground_truth["categories"]}, source=str(detections))
     return coco_metrics(ground_truth, results)
@@ -72,8 +88,9 @@ def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Pa
     from tardistill.engine.setup import load_detector
     from tardistill.visualize import predict_folder
 
-    load_config(config_path, overrides)  # validates the config the user passed, as for eval
-    detector, meta = load_detector(checkpoint)
+    check_range(score_threshold, SCORE_RANGE, "--score-threshold")
+    config = load_config(config_path, overrides)
+    detector, meta = load_detector(checkpoint, model_keys=_model_overrides(config, overrides))
     return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
 
 
@@ -165,6 +182,10 @@ def export(checkpoint: Path, out: Path, *, export_format: str, image_size: int |
     from tardistill.deploy.parity import parity_images
     from tardistill.engine.setup import load_detector
 
+    if image_size is not None:
+        check_range(image_size, Range(*IMAGE_SIDE), "--image-size")
+    if score_threshold is not None:
+        check_range(score_threshold, SCORE_RANGE, "--check-score-threshold")
     detector, meta = load_detector(checkpoint)
     model = meta["config"]["model"]
     size = image_size or model["max_size"]

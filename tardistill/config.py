@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,8 +13,59 @@ from typing import Any
 import yaml
 
 from tardistill.errors import ConfigError
+from tardistill.strict_yaml import YAMLProblem, parse_yaml
 
 ON_BAD_SAMPLE = ("error", "skip")
+# Image sides the detector resizes to: below 32 px the FPN's coarsest levels vanish; above 4096 px
+# one image's feature maps alone take gigabytes (30000 px asks for 10.8 GB).
+IMAGE_SIDE = (32, 4096)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric config value (or each number of a list) must lie; None leaves that side open.
+
+    A value outside it, NaN or infinity stops the config from loading, with one line naming the key.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above_low = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below_high = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above_low and below_high
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+# Field metadata that gives a numeric config key its valid range (read by the config builder).
+def at_least(low: float) -> dict[str, Range]:
+    return {"range": Range(low)}
+
+
+def above(low: float) -> dict[str, Range]:
+    return {"range": Range(low, low_open=True)}
+
+
+def between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> dict[str, Range]:
+    return {"range": Range(low, high, low_open=low_open, high_open=high_open)}
+
+
+def check_range(value: float, bounds: Range, name: str) -> float:
+    """`value` if it lies in `bounds`, else a ConfigError: "<name> must be <range>, got <value>"."""
+    if value not in bounds:
+        raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+    return value
 
 
 def check_on_bad_sample(policy: str) -> str:
@@ -35,7 +87,7 @@ class DataConfig:
     classes: list[str] | None = None  # VOC class names; None means the 20 VOC classes
     flip: bool = True
     jitter: bool = True
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=at_least(0))
     # What a bad annotation record or an image that cannot be loaded does: stop the run (error)
     # or leave the sample out and report it at the end (skip). See docs/RELIABILITY.md.
     on_bad_sample: str = "error"
@@ -59,25 +111,25 @@ class ModelConfig:
     # backbone_weights is set"; it is resolved on loading, so a saved run rebuilds the same model
     # after its weight files are gone.
     pretrained_setup: bool | None = None
-    width_multiplier: float = 1.0
-    fpn_channels: int = 256
-    head_width: int = 1024
-    min_size: int = 128
-    max_size: int = 128
-    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    width_multiplier: float = field(default=1.0, metadata=above(0))
+    fpn_channels: int = field(default=256, metadata=at_least(1))
+    head_width: int = field(default=1024, metadata=at_least(1))
+    min_size: int = field(default=128, metadata=between(*IMAGE_SIDE))
+    max_size: int = field(default=128, metadata=between(*IMAGE_SIDE))
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256], metadata=at_least(1))
     # RetinaNet only. levels: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small
     # objects get several positive anchors). head_norm: none (torchvision's v1 head) or group
     # (GroupNorm after each head conv, as its v2 head; trains from scratch much faster).
     retinanet_levels: str = "p3_p7"
     head_norm: str = "none"
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 512
-    detections_per_image: int = 100
-    score_threshold: float = 0.05
+    rpn_pre_nms_top_n_train: int = field(default=2000, metadata=at_least(1))
+    rpn_post_nms_top_n_train: int = field(default=2000, metadata=at_least(1))
+    rpn_pre_nms_top_n_test: int = field(default=1000, metadata=at_least(1))
+    rpn_post_nms_top_n_test: int = field(default=1000, metadata=at_least(1))
+    rpn_batch_size_per_image: int = field(default=256, metadata=at_least(1))
+    box_batch_size_per_image: int = field(default=512, metadata=at_least(1))
+    detections_per_image: int = field(default=100, metadata=at_least(1))
+    score_threshold: float = field(default=0.05, metadata=between(0, 1))
     weights: str | None = None  # local file with full detector weights
     backbone_weights: str | None = None  # local file with ImageNet backbone weights
 
@@ -90,23 +142,24 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation schedule, logging and checkpoint cadence."""
 
-    iterations: int = 3000
-    batch_size: int = 8
+    iterations: int = field(default=3000, metadata=at_least(1))
+    batch_size: int = field(default=8, metadata=at_least(1))
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iterations: int = 200
-    warmup_factor: float = 0.001
+    lr: float = field(default=0.02, metadata=above(0))
+    momentum: float = field(default=0.9, metadata=between(0, 1, high_open=True))
+    weight_decay: float = field(default=1e-4, metadata=at_least(0))
+    warmup_iterations: int = field(default=200, metadata=at_least(0))
+    warmup_factor: float = field(default=0.001, metadata=between(0, 1))
     schedule: str = "multistep"  # multistep | cosine
-    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of iterations
-    gamma: float = 0.1
-    clip_grad_norm: float = 10.0  # 0 disables clipping
+    # fractions of iterations
+    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9], metadata=between(0, 1))
+    gamma: float = field(default=0.1, metadata=between(0, 1, low_open=True))
+    clip_grad_norm: float = field(default=10.0, metadata=at_least(0))  # 0 disables clipping
     amp: str = "auto"  # auto | bf16 | off
     device: str = "auto"  # auto | cpu | cuda
-    eval_every: int = 500
-    checkpoint_every: int = 250
-    log_every: int = 20
+    eval_every: int = field(default=500, metadata=at_least(0))  # 0: only at the end
+    checkpoint_every: int = field(default=250, metadata=at_least(0))  # 0: only at the end
+    log_every: int = field(default=20, metadata=at_least(1))
     # A step whose loss or gradients are NaN or inf stops the run (false) or is skipped without an
     # optimizer update and counted in the result (true).
     skip_nonfinite: bool = False
@@ -137,27 +190,27 @@ class DistillConfig:
     student_checkpoint: str | None = None
     method: str = "tar"
     method_options: dict = field(default_factory=dict)
-    fpn_weight: float = 1.0
-    cls_weight: float = 1.0
-    reg_weight: float = 1.0
-    beta: float = 0.5
+    fpn_weight: float = field(default=1.0, metadata=at_least(0))
+    cls_weight: float = field(default=1.0, metadata=at_least(0))
+    reg_weight: float = field(default=1.0, metadata=at_least(0))
+    beta: float = field(default=0.5, metadata=above(0))
     truncate: bool = True
     # Units of TAR's FPN term (docs/METHOD.md, "Loss units"): standard | channel_mean | sum.
     fpn_norm: str = "standard"
-    tau: float = 1.0
+    tau: float = field(default=1.0, metadata=above(0))
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"
     sharing: str = "student"
     decay: str = "auto"
-    decay_step_fraction: float = 0.5
-    decay_gamma: float = 0.01
+    decay_step_fraction: float = field(default=0.5, metadata=between(0, 1))
+    decay_gamma: float = field(default=0.01, metadata=between(0, 1, low_open=True))
 
 
 @dataclass
 class Config:
     """One experiment."""
 
-    seed: int = 0
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1))  # numpy's seed range
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -167,13 +220,23 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file (or start from defaults), then apply `a.b=value` overrides."""
+    return config_from_dict(_raw_config(path, overrides), source=str(path) if path else "overrides")
+
+
+def override_keys(overrides: list[str] | tuple[str, ...], section: str) -> list[str]:
+    """The keys of `section` that `--set` overrides name."""
+    raw = _raw_config(None, overrides).get(section, {})
+    return sorted(raw) if isinstance(raw, dict) else []
+
+
+def _raw_config(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml_mapping(Path(path))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    return config_from_dict(raw, source=str(path) if path else "overrides")
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
@@ -193,8 +256,8 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def read_yaml_mapping(path: Path, *, context: str = "", missing: str = "config file not found",
-                      expected: str = "a mapping at the top level", empty_ok: bool = True) -> dict[str, Any]:
-    """The mapping in a YAML file ({} for an empty one when `empty_ok`).
+                      expected: str = "a mapping at the top level ({} runs on the defaults)") -> dict[str, Any]:
+    """The mapping in a YAML file, read strictly (strict_yaml.parse_yaml); an empty file is refused.
 
     Every problem is a ConfigError that starts with `context` (e.g. the config key naming the
     file) and the path.
@@ -203,11 +266,13 @@ def read_yaml_mapping(path: Path, *, context: str = "", missing: str = "config f
     if not path.is_file():
         raise ConfigError(f"{where}: {missing}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(err).split())}") from None
-    if raw is None and empty_ok:
-        return {}
+        raw = parse_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: cannot read ({err})") from None
+    except YAMLProblem as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if raw is None:  # nothing but comments, or nothing at all: most likely the wrong file
+        raise ConfigError(f"{where}: the file is empty; expected {expected}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected {expected}, got {type(raw).__name__}")
     return raw
@@ -217,8 +282,13 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.iterations=100")
     key, text = item.split("=", 1)
+    if not text.strip():
+        return key.strip(), ""
     # YAML parsing gives numbers, booleans, null and [lists] the same meaning as in the file.
-    return key.strip(), yaml.safe_load(text) if text.strip() else ""
+    try:
+        return key.strip(), parse_yaml(text)
+    except YAMLProblem as err:
+        raise ConfigError(f"--set {item}: {err}") from None
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -242,6 +312,7 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(known))})"
         )
+    bounds = {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
     values = {}
     for name, value in raw.items():
         hint = hints[name]
@@ -249,6 +320,8 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
             values[name] = _build(hint, value, prefix=f"{prefix}{name}.", source=source)
         else:
             values[name] = _coerce(value, hint, key=f"{prefix}{name}", source=source)
+            if name in bounds:
+                _check_numbers(values[name], bounds[name], key=f"{prefix}{name}", source=source)
     return cls(**values)
 
 
@@ -256,6 +329,15 @@ def check_value(value: Any, hint: Any, *, key: str, source: str = "config") -> A
     """`value` checked against a type hint as config values are (an int is accepted for a float);
     ConfigError naming `key` if it does not fit."""
     return _coerce(value, hint, key=key, source=source)
+
+
+def _check_numbers(value: Any, bounds: Range, *, key: str, source: str) -> None:
+    """The range check of a number, or of each number of a list; None (an unset option) passes."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_range(item, bounds, f"{source}: key '{key}[{index}]'")
+    elif value is not None:
+        check_range(value, bounds, f"{source}: key '{key}'")
 
 
 def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tardistill.config import Config, load_config
 from tardistill.data.synthetic import generate_synthetic, synthetic_split_paths
-from tardistill.engine.runs import finish_run
+from tardistill.engine.runs import continue_or_start
 from tardistill.engine.setup import load_detector
 from tardistill.metrics import format_table
 from tardistill.models.build import count_parameters
@@ -58,7 +58,7 @@ def _run_stage(stage: str, out: Path, preset: str) -> dict[str, Any]:
         return json.loads((run_dir / "result.json").read_text())
     config = demo_config(stage, out, preset)
     runner = distill_student if stage == "tar_student" else train_detector
-    return finish_run(config, run_dir, runner(config, run_dir, resume=True))
+    return continue_or_start(config, run_dir, runner)
 
 
 def _summarise(result: dict[str, Any], image_size: int) -> dict[str, float]:

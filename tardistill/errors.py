@@ -13,6 +13,14 @@ class DataError(TardistillError):
     """A dataset file is missing, unreadable or malformed. The message names the file."""
 
 
+class StorageError(TardistillError):
+    """A file or folder cannot be written: not a folder, read-only, disk full. The message names it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, Slurm, Kubernetes), raised like Ctrl-C so a run saves its state on the way out."""
+
+
 class SampleSkipped(DataError):
     """An evaluation image that failed to load was left out under `data.on_bad_sample: skip`.
 

@@ -182,3 +182,75 @@ def test_nan_loss_is_one_line_naming_term_and_step(tiny_synth, tiny_overrides, t
     code, _, err = run(train_args(tiny_synth, tiny_overrides, tmp_path), capsys)
     line = one_line_error(err)
     assert code == 2 and "step 1: loss term det/loss_classifier is nan" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "--score-threshold", "nan", "--images", "imgs", "--out", "drawn"],
+     "error: --score-threshold must be in [0, 1], got nan"),
+    (["export", "--image-size", "0", "--out", "model.onnx"], "error: --image-size must be in [32, 4096], got 0"),
+    (["export", "--image-size", "-64", "--out", "model.onnx"], "error: --image-size must be in [32, 4096], got -64"),
+])
+def test_command_line_numbers_are_range_checked_before_anything_runs(tmp_path, capsys, args, message):
+    command, *options = args
+    config = [write_config(tmp_path)] if command == "predict" else []
+    code, _, err = run([command, *config, "--checkpoint", tmp_path / "none.safetensors", *options], capsys)
+    assert code == 2 and one_line_error(err) == message
+
+
+def test_an_out_of_range_config_number_is_one_line(tmp_path, capsys):
+    code, _, err = run(["train", write_config(tmp_path), "--set", "train.batch_size=0"], capsys)
+    assert code == 2 and one_line_error(err).endswith("key 'train.batch_size' must be >= 1, got 0")
+
+
+def _perfect_detections(gt, tmp_path, skip=()):
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                                       "score": 1.0} for i, a in enumerate(gt["annotations"]) if i not in skip]))
+    return detections
+
+
+def test_evaluate_detections_refuses_ground_truth_that_training_refuses(tiny_synth, tmp_path, capsys):
+    gt = json.loads((tiny_synth / "annotations" / "test.json").read_text())
+    gt["images"].append(dict(gt["images"][0]))  # the same image listed twice
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    code, _, err = run(["evaluate-detections", tmp_path / "gt.json", _perfect_detections(gt, tmp_path)], capsys)
+    assert code == 2 and one_line_error(err) == f"error: {tmp_path / 'gt.json'}: duplicate image ids in 'images'"
+
+
+def test_evaluate_detections_drops_the_boxes_training_drops(tiny_synth, tmp_path, capsys):
+    gt = json.loads((tiny_synth / "annotations" / "test.json").read_text())
+    x, y, w, h = gt["annotations"][0]["bbox"]
+    gt["annotations"][0]["bbox"] = [x + w, y, -w, h]  # negative width: no object, in training as here
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    detections = _perfect_detections(gt, tmp_path, skip={0})
+    with pytest.warns(UserWarning, match=r"gt.json \(image .*\): annotation id .* has an empty box .*; dropped"):
+        code, out, _ = run(["evaluate-detections", tmp_path / "gt.json", detections, "--json"], capsys)
+    assert code == 0 and json.loads(out)["AR100"] == pytest.approx(1.0)  # the dropped box is not a missed object
+
+
+def test_eval_and_predict_refuse_model_keys_the_checkpoint_fixes(untrained_teacher, tiny_synth, tmp_path, capsys):
+    common = [write_config(tmp_path), "--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}",
+              "--set", "model.backbone=resnet101"]
+    for command in (["eval", *common], ["predict", *common, "--images", tiny_synth / "test", "--out", tmp_path / "p"]):
+        code, _, err = run(command, capsys)
+        assert code == 2 and one_line_error(err).startswith("error: model.backbone: ")
+    assert not (tmp_path / "p").exists()
+
+
+def test_eval_applies_a_score_threshold(untrained_teacher, tiny_synth, tmp_path, capsys):
+    args = ["eval", write_config(tmp_path), "--checkpoint", untrained_teacher, "--set", f"data.root={tiny_synth}",
+            "--json"]
+    code, out, _ = run([*args, "--set", "model.score_threshold=1.0"], capsys)
+    assert code == 0 and json.loads(out)["AR100"] == 0  # torchvision keeps scores above the threshold: none
+
+
+def test_an_unforeseen_file_system_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tardistill import commands
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/exp/metrics.jsonl")
+    monkeypatch.setattr(commands, "train", disk_full)
+    code, _, err = run(["train", write_config(tmp_path)], capsys)
+    assert code == 2 and one_line_error(err) == "error: runs/exp/metrics.jsonl: No space left on device"

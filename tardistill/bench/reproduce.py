@@ -29,6 +29,7 @@ from typing import Any
 from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
+from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,7 @@ def record_path(out: Path, key: str) -> Path:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
+    write_json(path, without_nonfinite(data)[0])
 
 
 def _val_curve(run_dir: Path) -> list[list[float]]:
@@ -116,12 +115,12 @@ def execute_run(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
 
 def _train(spec: RunSpec, preset: Preset, out: Path) -> dict[str, Any]:
     from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import finish_run, train_detector
+    from tardistill.engine.runs import continue_or_start, train_detector
 
     run_dir = out / "runs" / spec.key
     config = run_config(spec, preset, out)
     runner = train_detector if spec.role == "teacher" or spec.method == PRETRAIN else distill_student
-    result = finish_run(config, run_dir, runner(config, run_dir, resume=True))
+    result = continue_or_start(config, run_dir, runner)
     return {"ap": result["test_metrics"]["AP"], "ap50": result["test_metrics"]["AP50"],
             "test_metrics": result["test_metrics"], "iterations": config.train.iterations,
             "wall_s": result["wall_s"], "best_step": result.get("best_step"),

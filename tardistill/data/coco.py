@@ -199,12 +199,15 @@ class CocoDetection(Dataset):
     annotations are left out (an image goes with its bad annotation: its remaining labels alone
     would teach the model that the object is background), and `coco_gt` holds only what is kept.
     `train` decides what an image that fails to load becomes under "skip": another image in
-    training, nothing in evaluation (see `load_sample`).
+    training, nothing in evaluation (see `load_sample`). A box the box policy drops leaves
+    `coco_gt` too: it is scored as it is trained, as no object.
+    image_dir None reads the annotations alone (for scoring a results file): the image files are
+    not looked for, and no sample can be loaded.
     """
 
     def __init__(self, image_dir, annotation_file, *, transforms=None, train=True,
                  on_bad_sample="error"):
-        self.image_dir = Path(image_dir)
+        self.image_dir = None if image_dir is None else Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         self.train = train
@@ -212,7 +215,8 @@ class CocoDetection(Dataset):
         self.coco_gt = read_coco_json(self.annotation_file)
         self.category_ids, self.classes = _parse_categories(self.coco_gt, self.annotation_file)
         self._images = _parse_images(self.coco_gt, self.annotation_file, self.bad_samples)
-        self._images = self._with_image_files(self._images)
+        if image_dir is not None:
+            self._images = self._with_image_files(self._images)
         grouped, kept_annotations, bad_image_ids = self._group_annotations()
         self._keep_images(bad_image_ids, kept_annotations)
         self._targets = self._box_targets([grouped[r["id"]] for r in self._images])
@@ -234,10 +238,11 @@ class CocoDetection(Dataset):
         return [r for r in records if r["position"] not in missing_positions]
 
     def _group_annotations(self):
-        """Non-crowd (box, label, name) per image id; positions of good annotations; bad images."""
+        """Non-crowd (boxes, labels, names, annotations) per image id; positions of good annotations;
+        bad images."""
         label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         listed_ids = {_int_or_none(image, "id") for image in self.coco_gt["images"]}
-        grouped = {r["id"]: ([], [], []) for r in self._images}  # boxes, labels, names
+        grouped = {r["id"]: ([], [], [], []) for r in self._images}  # boxes, labels, names, annotations
         kept, bad_image_ids = [], set()
         for position, ann in enumerate(self.coco_gt["annotations"]):
             try:
@@ -251,10 +256,11 @@ class CocoDetection(Dataset):
                 continue  # its image was skipped already; that image is the one bad sample
             kept.append(position)
             if not crowd:
-                boxes, labels, names = grouped[image_id]
+                boxes, labels, names, annotations = grouped[image_id]
                 boxes.append(box)
                 labels.append(label_of[category_id])
                 names.append(f"annotation id {short(ann.get('id', f'#{position}'))}")
+                annotations.append(ann)
         return grouped, kept, bad_image_ids
 
     def _checked_annotation(self, ann, position, label_of, listed_ids):
@@ -284,14 +290,18 @@ class CocoDetection(Dataset):
 
     def _box_targets(self, grouped):
         """(boxes float32 [N,4], labels int64 [N]) per image, after the box policy."""
-        targets, messages = [], []
-        for record, (boxes, labels, names) in zip(self._images, grouped):
+        targets, messages, dropped = [], [], set()
+        for record, (boxes, labels, names, annotations) in zip(self._images, grouped):
             source = f"{self.annotation_file} (image {record['file_name']})"
             clipped, keep, problems = clip_boxes_to_image(
                 boxes, record["width"], record["height"], names=names, source=source)
             messages.extend(problems)
             targets.append((clipped[keep], np.asarray(labels, dtype=np.int64).reshape(-1)[keep]))
+            dropped.update(id(annotation) for annotation, kept in zip(annotations, keep) if not kept)
         warn_box_problems(messages)
+        if dropped:  # the very annotation dicts of coco_gt: identity tells them apart, whatever their ids
+            self.coco_gt = {**self.coco_gt,
+                            "annotations": [a for a in self.coco_gt["annotations"] if id(a) not in dropped]}
         return targets
 
     def _forget(self, index) -> None:
@@ -301,6 +311,11 @@ class CocoDetection(Dataset):
                         "images": [im for im in self.coco_gt["images"] if _int_or_none(im, "id") != image_id],
                         "annotations": [a for a in self.coco_gt["annotations"]
                                         if _int_or_none(a, "image_id") != image_id]}
+
+    @property
+    def num_objects(self) -> int:
+        """How many objects the targets hold (crowd regions and dropped boxes not counted)."""
+        return sum(len(labels) for _, labels in self._targets)
 
     def image_sizes(self) -> list[tuple[int, int]]:
         """(width, height) of every image, from the annotations: batches group by aspect ratio."""

@@ -176,6 +176,11 @@ class VOCDetection(Dataset):
         """Leave an image that failed to load out of the ground truth (under 'skip')."""
         self._forgotten.add(self.image_stems[index])
 
+    @property
+    def num_objects(self) -> int:
+        """How many objects the annotations hold (difficult ones included)."""
+        return sum(len(annotation["labels"]) for annotation in self._annotations)
+
     def image_sizes(self) -> list[tuple[int, int]]:
         """(width, height) of every image, from the annotations: batches group by aspect ratio."""
         return [(a["width"], a["height"]) for a in self._annotations]

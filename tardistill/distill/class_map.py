@@ -115,7 +115,7 @@ def _teacher_label(name: str, entries: Mapping[str, Any], teacher_classes: Seque
 def read_mapping(path: Path) -> dict[str, Any]:
     """A class map from a YAML file: student class name -> teacher class name or label."""
     return read_yaml_mapping(path, context="distill.class_map: ", missing="file not found",
-                             expected="a mapping of student class -> teacher class", empty_ok=False)
+                             expected="a mapping of student class -> teacher class")
 
 
 def describe_difference(teacher_classes: Sequence[str], student_classes: Sequence[str]) -> str:

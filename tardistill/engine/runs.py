@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +11,20 @@ import torch
 
 from tardistill.config import Config, config_to_dict, save_config
 from tardistill.data.bad_samples import merge_reasons, skipped_report
+from tardistill.data.loader import check_splits_agree
 from tardistill.engine.distributed import init_distributed, is_main, run_on_main
 from tardistill.engine.evaluator import evaluate
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
                                      detector_from_config, primary_metric, seed_everything, select_device,
                                      use_bf16)
+from tardistill.engine.run_folder import claimed_run_folder, has_saved_state
 from tardistill.engine.trainable import Trainable
-from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit
+from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit, start_state
 from tardistill.errors import ConfigError
 from tardistill.models.build import count_parameters
 from tardistill.models.checkpoint import load_checkpoint, save_model
+from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +58,49 @@ def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> di
                         meta={"role": "detector"}, resume=resume)
 
 
+def run_and_test(config: Config, out: Path, runner: Callable[..., dict[str, Any]], *, resume: bool = False,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Claim the run folder `out` (see engine/run_folder.py), train with `runner`, score on test.
+
+    runner: train_detector or distill_student. resume: continue the saved state in `out`, which
+    must exist. overwrite: move a run already in `out` aside first.
+    """
+    with claimed_run_folder(out, resume=resume, overwrite=overwrite):
+        return finish_run(config, out, runner(config, out, resume=resume))
+
+
+def continue_or_start(config: Config, out: Path, runner: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """run_and_test in a folder a tool owns (demo, bench reproduce): continue a saved state, or start
+    over, moving aside the files of a run that stopped before its first checkpoint."""
+    resume = has_saved_state(out)
+    return run_and_test(config, out, runner, resume=resume, overwrite=not resume)
+
+
 def run_training(config: Config, model: Trainable, detector: torch.nn.Module, train_set,
                  out_dir: Path, *, meta: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Train `model` (a loss-dict module, see `Trainable`) and validate/save `detector`, the deployable part of it.
 
-    Under torchrun every rank runs this alike (see engine/distributed.py); config.train.batch_size is
-    per rank, so a step trains on batch_size x world size images.
+    Nothing is written to `out_dir` before the data of every split and the state to resume from
+    have been checked. Under torchrun every rank runs this alike (see engine/distributed.py);
+    config.train.batch_size is per rank, so a step trains on batch_size x world size images.
     """
     init_distributed()  # a no-op without torchrun, or once the CLI has joined the process group
     device = select_device(config.train.device)
     val_set = dataset_for(config.data, config.data.val_split, train=False)
+    test_set = dataset_for(config.data, config.data.test_split, train=False)  # read again by finish_run
+    check_splits_agree({"train": train_set, "val": val_set, "test": test_set})
     model.to(device)
-    if is_main():
-        save_config(config, out_dir / "config.yaml")
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
     optimizer = build_optimizer(model.trainable_parameters(), config.train.optimizer, lr=config.train.lr,
                                 momentum=config.train.momentum, weight_decay=config.train.weight_decay)
+    start = start_state(out_dir, model, optimizer, resume=resume)
+    if is_main():
+        save_config(config, out_dir / "config.yaml")
     batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
                            num_workers=config.data.num_workers)
     state = fit(model, batches, optimizer, schedule_from_config(config), out_dir=out_dir,
                 hooks=make_hooks(config, detector, val_set, meta, device), device=device,
-                amp=use_bf16(config.train.amp, device), resume=resume, log_every=config.train.log_every,
+                amp=use_bf16(config.train.amp, device), start=start, log_every=config.train.log_every,
                 eval_every=config.train.eval_every, checkpoint_every=config.train.checkpoint_every,
                 seed=config.seed, skip_nonfinite=config.train.skip_nonfinite)
     skipped = merge_reasons(train_set.bad_samples.reasons, state["skipped_samples"],
@@ -83,14 +108,16 @@ def run_training(config: Config, model: Trainable, detector: torch.nn.Module, tr
     return {**state, "skipped_samples": skipped, "parameters": count_parameters(detector)}
 
 
-def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None) -> dict[str, float]:
+def evaluate_checkpoint(config: Config, checkpoint: Path, *, split: str, dataset=None,
+                        model_keys: dict[str, Any] | None = None) -> dict[str, float]:
     """Metrics of a saved detector on one split (or on `dataset`, already built from that split).
 
+    model_keys: model config keys the user gave, applied or refused (setup.inference_settings).
     Under torchrun rank 0 reads the checkpoint for every rank and each evaluates its shard.
     """
     device = select_device(config.train.device)
     tensors, meta = run_on_main(load_checkpoint, checkpoint)
-    detector = detector_from_checkpoint(tensors, meta, source=checkpoint)
+    detector = detector_from_checkpoint(tensors, meta, source=checkpoint, model_keys=model_keys)
     dataset = dataset if dataset is not None else dataset_for(config.data, split, train=False)
     check_same_classes(meta["classes"], dataset.classes, checkpoint)
     return evaluate(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
@@ -109,11 +136,20 @@ def finish_run(config: Config, out: Path, state: dict[str, Any]) -> dict[str, An
     test_set = dataset_for(config.data, config.data.test_split, train=False)
     test_metrics = evaluate_checkpoint(config, checkpoint, split=config.data.test_split, dataset=test_set)
     skipped = skipped_report(merge_reasons(state.get("skipped_samples", []), test_set.bad_samples.reasons))
-    result = {**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics, "skipped_samples": skipped}
+    result = json_ready({**state, "checkpoint": str(checkpoint), "test_metrics": test_metrics,
+                         "skipped_samples": skipped})
     if not is_main():
         return result
     if skipped["count"]:
         log.warning("skipped %d bad samples (data.on_bad_sample: skip); all reasons are in %s, the first: %s",
                     skipped["count"], out / "result.json", " | ".join(skipped["reasons"][:3]))
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "result.json", result)
     return result
+
+
+def json_ready(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` as strict JSON holds it: NaN and infinities become null, and `null_reasons` says why."""
+    clean, nulls = without_nonfinite(result)
+    if "best_metric" in nulls and result.get("best_step", -1) < 0:
+        nulls["best_metric"] = "no validation ran (train.eval_every: 0); the checkpoint is the final one"
+    return {**clean, "null_reasons": nulls} if nulls else clean

@@ -21,6 +21,10 @@ from tardistill.errors import ConfigError
 from tardistill.models.build import build_detector
 from tardistill.models.checkpoint import load_checkpoint
 
+# Model keys that change how a trained detector runs, not what it is: eval and predict apply them.
+INFERENCE_KEYS = ("score_threshold", "detections_per_image", "min_size", "max_size", "rpn_pre_nms_top_n_test",
+                  "rpn_post_nms_top_n_test")
+
 
 def select_device(name: str) -> torch.device:
     """'auto' picks CUDA when present, else the CPU; under torchrun, each rank its LOCAL_RANK's GPU."""
@@ -87,22 +91,47 @@ def detector_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
     return build_detector(fields.pop("kind"), fields.pop("backbone"), num_classes=num_classes, **fields)
 
 
-def load_detector(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a detector from a checkpoint's own config and class list, then load its weights."""
+def load_detector(checkpoint: str | Path, *, model_keys: dict[str, Any] | None = None
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a detector from a checkpoint's own config and class list, then load its weights.
+
+    model_keys: model config keys the user gave (see `inference_settings`).
+    """
     tensors, meta = load_checkpoint(checkpoint)
-    return detector_from_checkpoint(tensors, meta, source=checkpoint), meta
+    return detector_from_checkpoint(tensors, meta, source=checkpoint, model_keys=model_keys), meta
 
 
 def detector_from_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any], *,
-                             source: str | Path) -> nn.Module:
-    """The detector a checkpoint's tensors and metadata (as load_checkpoint returns them) describe."""
+                             source: str | Path, model_keys: dict[str, Any] | None = None) -> nn.Module:
+    """The detector a checkpoint's tensors and metadata (as load_checkpoint returns them) describe.
+
+    model_keys: model config keys the user gave for eval or predict; see `inference_settings`.
+    """
     if "config" not in meta or "classes" not in meta:
         raise ConfigError(f"{source}: checkpoint has no config/classes metadata")
     config = config_from_dict(meta["config"], source=str(source))
     config.model.weights = config.model.backbone_weights = None  # the checkpoint already holds them
-    model = detector_from_config(config.model, len(meta["classes"]))
+    settings = inference_settings(model_keys or {}, dataclasses.asdict(config.model), checkpoint=source)
+    model = detector_from_config(dataclasses.replace(config.model, **settings), len(meta["classes"]))
     model.load_state_dict(tensors, strict=True)
     return model
+
+
+def inference_settings(model_keys: dict[str, Any], saved: dict[str, Any], *, checkpoint: str | Path
+                       ) -> dict[str, Any]:
+    """Of the model keys given to eval or predict, those that differ from the checkpoint's `saved` ones.
+
+    The checkpoint fixes the architecture, so a key of INFERENCE_KEYS is applied and any other
+    that differs is refused: silently ignoring it would report another model than the one asked for.
+    """
+    changed = {key: value for key, value in model_keys.items() if value != saved.get(key)}
+    fixed = sorted(set(changed) - set(INFERENCE_KEYS))
+    if fixed:
+        key = fixed[0]
+        raise ConfigError(f"model.{key}: {checkpoint} holds a model with {key} {saved.get(key)!r}, not "
+                          f"{changed[key]!r}; its architecture is fixed, only "
+                          f"{', '.join('model.' + k for k in INFERENCE_KEYS)} can be changed for it")
+    return changed
 
 
 def class_metadata(dataset) -> dict[str, Any]:

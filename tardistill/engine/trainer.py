@@ -71,9 +71,10 @@ class Hooks:
     primary_metric: str = "AP"
 
 
-def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *, out_dir: Path,
-        hooks: Hooks, device: torch.device, amp: bool = False, resume: bool = False, log_every: int = 20,
-        eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0, skip_nonfinite: bool = False) -> dict[str, Any]:
+def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.optim.Optimizer, schedule: Schedule, *,
+        out_dir: Path, hooks: Hooks, device: torch.device, amp: bool = False, start: dict[str, Any] | None = None,
+        log_every: int = 20, eval_every: int = 0, checkpoint_every: int = 0, seed: int = 0,
+        skip_nonfinite: bool = False) -> dict[str, Any]:
     """Train `model` (whose forward returns a flat loss dict; see `Trainable`) for `schedule.iterations` steps.
 
     Under torchrun (see engine/distributed.py) every rank calls `fit` alike: the model trains in
@@ -83,6 +84,7 @@ def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.o
     Args:
         make_batches: start_step -> iterator of (images, targets) from that step on, so a resumed
             run sees the batches it would have seen (see ResumableBatchSampler).
+        start: the trainer state to continue, from `start_state` (None: a fresh run).
         skip_nonfinite: skip a step whose loss or gradients are NaN or inf, instead of stopping.
     Returns:
         {"step", "best_metric", "best_step", "wall_s", "skipped_steps" (non-finite steps skipped),
@@ -91,7 +93,7 @@ def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.o
     main = is_main()
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    state = _start_state(out_dir, model, optimizer, resume=resume)
+    state = start if start is not None else start_state(out_dir, model, optimizer, resume=False)
     # What runs the forward: DDP around `model` under torchrun, `model` itself otherwise.
     forward = wrap_for_training(model, device)
     # The step of the training state on disk (a resumed run starts from one), named if a NaN stops the run.
@@ -99,7 +101,7 @@ def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.o
     base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for group, lr in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = lr
-    run_log = RunLog(out_dir) if main else NoRunLog()
+    run_log = RunLog(out_dir, start_step=state["step"]) if main else NoRunLog()
     model.train()
     bar = tqdm(total=schedule.iterations, initial=state["step"], desc="train", dynamic_ncols=True,
                disable=None if main else True)
@@ -155,7 +157,7 @@ def fit(model: Trainable, make_batches: Callable[[int], Any], optimizer: torch.o
     return state
 
 
-def _start_state(out_dir: Path, model, optimizer, *, resume: bool) -> dict[str, Any]:
+def start_state(out_dir: Path, model, optimizer, *, resume: bool) -> dict[str, Any]:
     """A fresh trainer state, or the saved one (model and optimizer restored) when resuming.
 
     Under torchrun rank 0 reads the saved state and passes it to the others, whose nodes need not
@@ -314,10 +316,16 @@ def _restore(saved, path: Path, model, optimizer) -> dict[str, Any]:
     returns the trainer state."""
     tensors, meta = saved
     model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-    missing, unexpected = model.load_state_dict(model_state, strict=False)
-    frozen = model.frozen_state_keys()
-    missing = [k for k in missing if k not in frozen]
-    if missing or unexpected:
-        raise TardistillError(f"{path}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    advice = f"resume with the config the run started with ({path.parent / 'config.yaml'})"
+    try:
+        missing, unexpected = model.load_state_dict(model_state, strict=False)
+        frozen = model.frozen_state_keys()
+        missing = [k for k in missing if k not in frozen]
+        if missing or unexpected:
+            raise TardistillError(f"{path}: does not match the model (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}); {advice}")
+        optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    except (RuntimeError, ValueError, KeyError) as err:  # torch's size mismatch spans many lines
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise TardistillError(f"{path}: does not fit this config's model ({detail[:300]}); {advice}") from None
     return dict(meta["trainer"])

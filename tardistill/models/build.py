@@ -51,11 +51,12 @@ def build_detector(kind: str, backbone: str, *, num_classes: int, width_multipli
     if kind not in DETECTOR_KINDS:
         raise ConfigError(f"model.kind: unknown detector '{kind}' (valid: {', '.join(DETECTOR_KINDS)})")
     _check_retinanet_options(kind, retinanet_levels, head_norm, architecture)
-    common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_image)
+    common = dict(min_size=min_size, max_size=max_size)
     if kind == "retinanet":
-        settings = dict(common, score_thresh=score_threshold)
-    else:
-        settings = dict(common, rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        settings = dict(common, score_thresh=score_threshold, detections_per_img=detections_per_image)
+    else:  # Faster R-CNN's name differs; its image transform would swallow RetinaNet's without a word
+        settings = dict(common, box_detections_per_img=detections_per_image,
+                        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
                         rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
                         rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
                         rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,

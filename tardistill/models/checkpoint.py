@@ -6,6 +6,7 @@ The JSON metadata holds the config, the class list, the step and the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from tardistill.errors import TardistillError
+from tardistill.errors import StorageError, TardistillError
 
 META_KEY = "tardistill"
 
@@ -24,17 +25,21 @@ META_KEY = "tardistill"
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Atomically write tensors plus JSON-serialisable metadata to `path` (.safetensors)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors that share memory or are not contiguous; clone the few that are.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
         with open(tmp, "rb") as written:  # on disk before the rename, so a power cut cannot leave half a file
             os.fsync(written.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the previous checkpoint at `path` is untouched
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # a read-only folder may refuse this too
+            tmp.unlink(missing_ok=True)  # the previous checkpoint at `path` is untouched
+        if isinstance(err, OSError):  # disk full, read-only, not a folder: one line naming the file
+            raise StorageError(f"{path}: cannot write the checkpoint ({err.strerror or err}); "
+                               f"the previous {path.name}, if any, is unchanged") from None
         raise
     return path
 

@@ -13,6 +13,7 @@ from tardistill.data import (
     collate_detection,
     generate_synthetic,
 )
+from tardistill.data.loader import check_splits_agree
 from tardistill.errors import ConfigError, DataError
 
 
@@ -103,3 +104,57 @@ def test_shuffle_is_seeded():
     assert sorted(first) == list(range(10))
     unshuffled = build_loader(dataset, batch_size=4, shuffle=False, drop_last=True)
     assert _order(unshuffled) == list(range(8))
+
+
+def _split_with(synth_root, tmp_path, split, change):
+    """A copy of the synthetic dataset whose `split` annotation file `change(coco)` has edited."""
+    import json
+    import shutil
+
+    root = tmp_path / "copy"
+    if not root.exists():
+        shutil.copytree(synth_root, root)
+    path = root / "annotations" / f"{split}.json"
+    coco = json.loads(path.read_text())
+    change(coco)
+    path.write_text(json.dumps(coco))
+    return root
+
+
+def _splits(root):
+    return {split: build_dataset("synth", root, split, train=split == "train") for split in ("train", "val", "test")}
+
+
+def test_splits_of_the_synthetic_dataset_agree(synth_root):
+    check_splits_agree(_splits(synth_root))
+
+
+def test_a_category_only_in_train_stops_before_training(synth_root, tmp_path):
+    def add_giraffe(coco):
+        coco["categories"].append({"id": 99, "name": "giraffe"})
+    root = _split_with(synth_root, tmp_path, "train", add_giraffe)
+    with pytest.raises(DataError, match=r"val.json: its categories differ from the train split's \(.*train.json\): "
+                                        "only in train: giraffe; every split needs the same categories, "
+                                        "with the same ids"):
+        check_splits_agree(_splits(root))
+
+
+def test_category_names_swapped_between_splits_are_an_error(synth_root, tmp_path):
+    def swap_first_two(coco):
+        first, second = coco["categories"][:2]
+        first["name"], second["name"] = second["name"], first["name"]
+    root = _split_with(synth_root, tmp_path, "test", swap_first_two)
+    with pytest.raises(DataError, match="test.json: .*the same names under other ids: 'hexagon' is id 1 here, "
+                                        "2 in train, 'circle' is id 2 here, 1 in train"):
+        check_splits_agree(_splits(root))
+
+
+def test_a_split_without_annotations_is_an_error_for_train_and_a_warning_otherwise(synth_root, tmp_path, caplog):
+    def drop_annotations(coco):
+        coco["annotations"] = []
+    root = _split_with(synth_root, tmp_path, "val", drop_annotations)
+    check_splits_agree(_splits(root))
+    assert "val.json: the val split has no annotated objects; its AP is undefined (-1)" in caplog.text
+    root = _split_with(synth_root, tmp_path, "train", drop_annotations)
+    with pytest.raises(DataError, match="train.json: the train split has no annotated objects to learn from"):
+        check_splits_agree(_splits(root))

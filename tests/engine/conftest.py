@@ -1,5 +1,6 @@
 """Run `python -m tardistill` as a real process: uninterrupted, killed with SIGKILL, and resumed."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -57,7 +58,30 @@ def kill_and_resume(tmp_path):
                                  text=True, timeout=PROCESS_TIMEOUT_S, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"at step {killed_at}" in resumed.stderr  # it continued rather than started over
+        # The steps redone after the kill replace their records in the log instead of repeating them.
+        log = [json.loads(line) for line in (broken / "metrics.jsonl").read_text().splitlines()]
+        steps = [record["step"] for record in log if record["kind"] == "train"]
+        assert steps == list(range(1, len(steps) + 1))
         assert reference.wait(PROCESS_TIMEOUT_S) == 0, (tmp_path / "straight.log").read_text()[-3000:]
         return (load_checkpoint(straight / "final.safetensors")[0],
                 load_checkpoint(broken / "final.safetensors")[0], killed_at)
     return run
+
+
+@pytest.fixture()
+def cli_process(tmp_path):
+    """`start(command, overrides, out, *extra)`: `python -m tardistill` on a minimal config, as a process.
+
+    Returns (the process, the file its stderr goes to); `start.args(...)` gives the argv alone.
+    """
+    config = tmp_path / "exp.yaml"
+    config.write_text("data: {format: synth}\n")
+
+    def args(command, overrides, out, *extra):
+        return [*_cli(command, overrides, out, config), *extra]
+
+    def start(command, overrides, out, *extra):
+        log_path = tmp_path / f"{out.name}.log"
+        return _start(args(command, overrides, out, *extra), log_path), log_path
+    start.args = args
+    return start

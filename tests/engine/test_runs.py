@@ -59,3 +59,34 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_overrides, m
     resumed, _ = load_checkpoint(tmp_path / "resumed" / "final.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def strict_json(text):
+    """json.loads as strict parsers (JavaScript, Go, jq) read: NaN and Infinity are errors."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_result_json_is_strict_json_with_a_reason_for_each_null(tmp_path, tiny_overrides):
+    train(None, [*tiny_overrides, "train.eval_every=0"], tmp_path)  # no validation: no best metric
+    result = strict_json((tmp_path / "result.json").read_text())
+    assert result["best_metric"] is None and result["best_step"] == -1
+    assert result["null_reasons"] == {
+        "best_metric": "no validation ran (train.eval_every: 0); the checkpoint is the final one"}
+    assert result["checkpoint"] == str(tmp_path / "final.safetensors")
+
+
+def test_splits_that_disagree_stop_the_run_before_it_writes_anything(tmp_path, tiny_synth, tiny_overrides):
+    import shutil
+
+    from tardistill.errors import DataError
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+    coco = json.loads((root / "annotations" / "train.json").read_text())
+    coco["categories"].append({"id": 99, "name": "giraffe"})  # a class the val and test splits lack
+    (root / "annotations" / "train.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match="val.json: its categories differ from the train split's"):
+        train(None, [*tiny_overrides, f"data.root={root}"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -72,3 +72,11 @@ def test_retinanet_options_are_checked():
     with pytest.raises(ConfigError, match="divisible by 32, got 48"):
         build_detector("retinanet", "resnet18", num_classes=3, width_multiplier=0.25, fpn_channels=48,
                        anchor_sizes=[8, 16, 32, 64, 128], head_norm="group")
+
+
+@pytest.mark.parametrize("kind", ["faster_rcnn", "retinanet"])
+def test_detections_per_image_reaches_the_detector(kind):
+    model = build_detector(kind, "resnet18", num_classes=3, width_multiplier=0.125, fpn_channels=16, head_width=32,
+                           min_size=64, max_size=64, detections_per_image=7)
+    heads = model if kind == "retinanet" else model.roi_heads
+    assert heads.detections_per_img == 7
