@@ -17,6 +17,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set train.iterations=100 (repeatable)")
 
 
+def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path,
+                        help="a tardistill checkpoint, or a torchvision weights file (.pth, .safetensors) of the "
+                        "config's model.architecture, whose classes are distill.teacher_classes (default: the "
+                        "data's)")
+    source.add_argument("--teacher", action="store_true",
+                        help="the config's distill.teacher, loaded as distill loads it (docs/PRETRAINED.md)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tardistill", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, help="output directory (default runs/<config name>)")
         sub.add_argument("--resume", action="store_true", help="continue from OUT/last_state.safetensors")
 
-    ev = commands.add_parser("eval", help="evaluate a checkpoint on a split")
+    ev = commands.add_parser("eval", help="evaluate a checkpoint, a torchvision weights file or the config's "
+                             "teacher on a split")
     _add_config_args(ev)
-    ev.add_argument("--checkpoint", required=True, type=Path)
+    _add_model_source_args(ev)
     ev.add_argument("--split", default="test")
     ev.add_argument("--json", action="store_true", help="print a flat JSON object instead of a table")
 
@@ -50,9 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--split", default="test", help="VOC image set (ImageSets/Main/<split>.txt)")
     det.add_argument("--json", action="store_true")
 
-    pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
+    pred = commands.add_parser("predict", help="draw the detections of a checkpoint, a torchvision weights file "
+                               "or the config's teacher on images")
     _add_config_args(pred)
-    pred.add_argument("--checkpoint", required=True, type=Path)
+    _add_model_source_args(pred)
     pred.add_argument("--images", required=True, type=Path)
     pred.add_argument("--out", required=True, type=Path)
     pred.add_argument("--score-threshold", type=float, default=0.5)
@@ -149,14 +161,16 @@ def _run(args: argparse.Namespace) -> int:
                 _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
                 print(f"outputs: {out}")
     elif args.command == "eval":
-        metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split)
-        _print_metrics(metrics, as_json=args.json, title=f"{args.checkpoint} on {args.split}")
+        metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split,
+                                    teacher=args.teacher)
+        name = args.checkpoint or f"teacher of {args.config}"
+        _print_metrics(metrics, as_json=args.json, title=f"{name} on {args.split}")
     elif args.command == "evaluate-detections":
         metrics = commands.evaluate_detections(args.gt, args.detections, metric=args.metric, split=args.split)
         _print_metrics(metrics, as_json=args.json, title=str(args.detections))
     elif args.command == "predict":
         written = commands.predict(args.config, args.overrides, args.checkpoint, args.images, args.out,
-                                   score_threshold=args.score_threshold)
+                                   score_threshold=args.score_threshold, teacher=args.teacher)
         print(f"wrote {written} images to {args.out}")
     elif args.command == "profile":
         rows = commands.profile(args.sources, args.overrides, repeats=args.repeats)
