@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--repeats", type=int, default=10, help="timed calls at batch 1 (half as many at 8)")
     prof.add_argument("--json", action="store_true")
 
+    cmp = commands.add_parser("compare", help="runs side by side: test and validation AP and AP50, parameters, "
+                              "CPU latency; and a PNG of validation AP against iteration")
+    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by train or distill")
+    cmp.add_argument("--plot", type=Path, default=Path("compare_val_ap.png"), help="where the PNG goes "
+                     "(default: compare_val_ap.png)")
+    cmp.add_argument("--repeats", type=int, default=10, help="timed CPU calls per run for the latency; 0 skips it")
+    cmp.add_argument("--markdown", action="store_true", help="a markdown table, e.g. for docs/RESULTS.md")
+    cmp.add_argument("--json", action="store_true")
+
     exp = commands.add_parser("export", help="write a checkpoint's detector as ONNX or TorchScript, "
                               "and check it against PyTorch")
     exp.add_argument("--checkpoint", required=True, type=Path)
@@ -177,6 +186,12 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2) if args.json else commands.format_profile(rows))
     elif args.command == "export":
         return _export(args)
+    elif args.command == "compare":
+        from tardistill.compare import compare_runs, format_comparison
+
+        rows = compare_runs(args.runs, plot=args.plot, latency_repeats=args.repeats)
+        print(json.dumps(rows, indent=2) if args.json else format_comparison(rows, markdown=args.markdown))
+        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
     elif args.command == "bench" and args.bench_command == "reproduce":
         out = args.out or Path("runs") / f"reproduce_{args.preset}"
         summary = commands.reproduce(args.preset, out, seeds=args.seeds, jobs=args.jobs, only=args.only,
