@@ -139,6 +139,8 @@ class DistillConfig:
     reg_weight: float = 1.0
     beta: float = 0.5
     truncate: bool = True
+    # Units of TAR's FPN term (docs/METHOD.md, "Loss units"): standard | channel_mean | sum.
+    fpn_norm: str = "standard"
     tau: float = 1.0
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"

@@ -40,7 +40,7 @@ def fitnet_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         scalar Tensor.
     """
     ones = student_feat.new_ones(student_feat.shape[0], *student_feat.shape[-2:])
-    return fpn_imitation_loss(student_feat, teacher_feat, ones)
+    return fpn_imitation_loss(student_feat, teacher_feat, ones, norm="sum")
 
 
 def chen_hint_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
@@ -61,7 +61,7 @@ def fgfi_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor) -> Tenso
     Returns:
         scalar Tensor.
     """
-    return fpn_imitation_loss(student_feat, teacher_feat, mask)
+    return fpn_imitation_loss(student_feat, teacher_feat, mask, norm="sum")
 
 
 def chen_cls_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *,

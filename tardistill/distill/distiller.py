@@ -10,7 +10,7 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from tardistill.distill.adapters import build_fpn_adapters
 from tardistill.distill.class_map import ClassMap
 from tardistill.distill.decay import check_decay, decay_weight
-from tardistill.distill.losses import check_gate
+from tardistill.distill.losses import check_fpn_norm, check_gate
 from tardistill.distill.methods import (
     AUTO_DECAY, check_method, forward_needs, fpn_remedy, method_options, method_weights, resolve_decay)
 from tardistill.distill.one_stage import check_one_stage_pair, one_stage_forward
@@ -54,7 +54,8 @@ class Distiller(nn.Module):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, method: str = "tar",
                  fpn_weight: float = 1.0, cls_weight: float = 1.0, reg_weight: float = 1.0,
-                 beta: float = 0.5, truncate: bool = True, tau: float = 1.0, cls_gate: str = "adaptive",
+                 beta: float = 0.5, truncate: bool = True, fpn_norm: str = "standard", tau: float = 1.0,
+                 cls_gate: str = "adaptive",
                  reg_gate: str = "teacher_better", sharing: str = "student", decay: str = AUTO_DECAY,
                  decay_kwargs: dict[str, Any] | None = None, class_map: ClassMap | None = None):
         super().__init__()
@@ -63,7 +64,7 @@ class Distiller(nn.Module):
         self.method, self.spec = method, check_method(method, self.kind)
         decay = resolve_decay(method, decay)
         _check_options({"fpn_weight": fpn_weight, "cls_weight": cls_weight, "reg_weight": reg_weight,
-                        "beta": beta, "tau": tau}, cls_gate=cls_gate, reg_gate=reg_gate,
+                        "beta": beta, "tau": tau}, cls_gate=cls_gate, reg_gate=reg_gate, fpn_norm=fpn_norm,
                        sharing=sharing, decay=decay, decay_kwargs=decay_kwargs or {})
         if self.kind == "retinanet" and sharing != "student":
             raise ConfigError(f"distill.sharing: '{sharing}' shares proposals, and RetinaNet has none; "
@@ -73,7 +74,7 @@ class Distiller(nn.Module):
         self.weights = method_weights(method, {"kd/fpn": fpn_weight, "kd/cls": cls_weight,
                                                "kd/reg": reg_weight})
         self.options = method_options(method)
-        self.beta, self.truncate, self.tau = beta, truncate, tau
+        self.beta, self.truncate, self.tau, self.fpn_norm = beta, truncate, tau, fpn_norm
         self.cls_gate, self.reg_gate, self.sharing = cls_gate, reg_gate, sharing
         self.decay, self.decay_kwargs = decay, dict(decay_kwargs or {})
         self.needs = forward_needs(self.weights, self.spec)
@@ -129,7 +130,7 @@ class Distiller(nn.Module):
         return weights
 
 
-def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, sharing: str,
+def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, fpn_norm: str, sharing: str,
                    decay: str, decay_kwargs: dict[str, Any]) -> None:
     for name, value in numbers.items():
         # weights may be 0 (term off); beta and tau scale a division, so they must be positive
@@ -137,6 +138,7 @@ def _check_options(numbers: dict[str, float], *, cls_gate: str, reg_gate: str, s
             raise ConfigError(f"distill.{name} must be {'>= 0' if 'weight' in name else '> 0'}, "
                               f"got {value}")
     check_gate("cls_gate", cls_gate)
+    check_fpn_norm(fpn_norm)
     check_gate("reg_gate", reg_gate)
     check_decay(decay)
     if sharing not in SHARINGS:

@@ -11,12 +11,26 @@ from torch import Tensor
 from tardistill.errors import ConfigError
 
 
-def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor) -> Tensor:
+FPN_NORMS = ("standard", "channel_mean", "sum")
+
+
+def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
+                       norm: str = "standard") -> Tensor:
     """Gaussian-masked feature imitation on one FPN level, averaged over images.
 
-    Per image: sum_ij M_ij * ||S_ij - T_ij||^2 / (2 * max(sum_ij M_ij, 1)). Normalising per image
+    Per image: sum_ij M_ij * d(S_ij, T_ij) / (2 * max(sum_ij M_ij, 1)). Normalising per image
     (then taking the mean) keeps the term independent of the batch size and lets every image count
-    the same, whatever the size of its objects. Sum the result over levels at the call site.
+    the same, whatever the size of its objects. Average the result over levels at the call site.
+
+    The per-cell distance d depends on `norm` (docs/METHOD.md, "Loss units"):
+    - standard: each map is standardised per image and channel over its cells (zero mean, unit
+      variance, as PKD does), then the squared distance is averaged over channels. The term is then
+      about 1 for unrelated features and 0 for equal ones, whatever the channel count or the
+      features' scale, so lambda = 1 is a sane weight on any pair.
+    - channel_mean: the squared distance of the raw features averaged over channels; free of the
+      channel count but not of the feature scale.
+    - sum: the squared distance summed over channels (the first reconstruction's units: the term ran
+      at 600-2,100 on the built-in benchmark and needed lambda_fpn near 5e-4).
 
     Args:
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
@@ -26,21 +40,46 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor)
     Returns:
         scalar Tensor.
     """
+    check_fpn_norm(norm)
     # float32 so the squared distances neither overflow nor underflow under autocast.
-    diff = student_feat.float() - teacher_feat.detach().float()
-    per_cell = diff.pow(2).sum(dim=1)  # [N, H, W]
+    student, teacher = student_feat.float(), teacher_feat.detach().float()
+    if norm == "standard":
+        student, teacher = standardize_per_channel(student), standardize_per_channel(teacher)
+    squared = (student - teacher).pow(2)
+    per_cell = squared.sum(dim=1) if norm == "sum" else squared.mean(dim=1)  # [N, H, W]
     mask = mask.to(per_cell)
     numer = (mask * per_cell).flatten(1).sum(dim=1)
     denom = 2 * mask.flatten(1).sum(dim=1).clamp(min=1.0)
     return (numer / denom).mean()
 
 
-def cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: float) -> Tensor:
-    """tau^2 * KL(p_T || p_S) with p = softmax(z / tau), averaged over the given rows.
+def standardize_per_channel(features: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each image's channel map shifted to zero mean and scaled to unit variance over its cells.
+
+    Args:
+        features: Tensor[N, C, H, W].
+
+    Returns:
+        Tensor[N, C, H, W]; a constant map becomes 0.
+    """
+    mean = features.mean(dim=(2, 3), keepdim=True)
+    var = features.var(dim=(2, 3), keepdim=True, unbiased=False)
+    return (features - mean) / (var + eps).sqrt()
+
+
+def cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: float,
+                     num_sampled: int | None = None) -> Tensor:
+    """tau^2 * KL(p_T || p_S) with p = softmax(z / tau), summed over the given rows and divided by
+    `num_sampled`.
+
+    Dividing by every sampled RoI, as the cross-entropy beside it does, gives each selected RoI the
+    weight it has in the detection loss: the term cannot outweigh the classifier's own loss at
+    lambda = 1 however few RoIs the gate selects (docs/METHOD.md, "Loss units").
 
     Args:
         student_logits, teacher_logits: Tensor[R, C + 1], background included; pass only the
             selected RoIs.
+        num_sampled: the denominator, all RoIs sampled in the batch; None averages over the R rows.
 
     Returns:
         scalar Tensor; 0 (still attached to the student's graph) when R == 0.
@@ -49,8 +88,9 @@ def cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: flo
         return student_logits.sum() * 0.0
     log_p_s = F.log_softmax(student_logits.float() / tau, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach().float() / tau, dim=1)
-    kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
-    return kl * tau**2
+    kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="sum")
+    denominator = student_logits.shape[0] if num_sampled is None else max(num_sampled, 1)
+    return kl * tau**2 / denominator
 
 
 def sigmoid_distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, tau: float,
@@ -187,3 +227,9 @@ def check_gate(option: str, mode: str) -> None:
     valid = {"cls_gate": CLS_GATES, "reg_gate": REG_GATES}[option]
     if mode not in valid:
         raise ConfigError(f"distill.{option}: unknown gate '{mode}' (valid: {', '.join(valid)})")
+
+
+def check_fpn_norm(norm: str) -> None:
+    """Raise ConfigError when `norm` is not a valid distill.fpn_norm."""
+    if norm not in FPN_NORMS:
+        raise ConfigError(f"distill.fpn_norm: unknown value '{norm}' (valid: {', '.join(FPN_NORMS)})")

@@ -83,8 +83,10 @@ def tar_terms(distiller: Distiller, out: Outputs) -> dict[str, Tensor]:
     losses, weights = {}, distiller.weights
     one_stage = isinstance(out, OneStageOutputs)
     if weights["kd/fpn"] > 0:
-        losses["kd/fpn"] = sum(_gaussian_level(distiller, out, *level)
-                               for level in adapted_levels(distiller, out))
+        # The mean over levels keeps the term's scale whatever the number of levels (RetinaNet's
+        # five, MobileNetV3's three); docs/METHOD.md, "Loss units".
+        levels = [_gaussian_level(distiller, out, *level) for level in adapted_levels(distiller, out)]
+        losses["kd/fpn"] = sum(levels) / len(levels)
     if weights["kd/cls"] > 0:
         losses["kd/cls"], losses["stat/cls_gate_rate"] = (
             anchor_cls_loss(out, mode=distiller.cls_gate, tau=distiller.tau) if one_stage
@@ -101,12 +103,13 @@ def _gaussian_level(distiller: Distiller, out: Outputs, name: str, student_feat:
     height, width = teacher_feat.shape[-2:]
     mask = gaussian_masks(out.gt_boxes, height=height, width=width, stride=distiller.fpn_strides[name],
                           beta=distiller.beta, truncate=distiller.truncate)
-    return fpn_imitation_loss(student_feat, teacher_feat, mask)
+    return fpn_imitation_loss(student_feat, teacher_feat, mask, norm=distiller.fpn_norm)
 
 
 def _roi_cls_loss(distiller: Distiller, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
     gate = cls_gate(out.student_logits, out.teacher_logits, out.labels, mode=distiller.cls_gate)
-    loss = cls_distill_loss(out.student_logits[gate], out.teacher_logits[gate], tau=distiller.tau)
+    loss = cls_distill_loss(out.student_logits[gate], out.teacher_logits[gate], tau=distiller.tau,
+                            num_sampled=out.labels.numel())
     return loss, selected_fraction(gate[out.labels > 0])
 
 

@@ -22,8 +22,8 @@ def build_distiller(teacher, student, terms: DistillConfig, *, class_map: ClassM
     """A Distiller with the config's method and terms."""
     return Distiller(teacher, student, method=terms.method, fpn_weight=terms.fpn_weight,
                      cls_weight=terms.cls_weight, reg_weight=terms.reg_weight, beta=terms.beta,
-                     truncate=terms.truncate, tau=terms.tau, cls_gate=terms.cls_gate,
-                     reg_gate=terms.reg_gate, sharing=terms.sharing, decay=terms.decay,
+                     truncate=terms.truncate, fpn_norm=terms.fpn_norm, tau=terms.tau,
+                     cls_gate=terms.cls_gate, reg_gate=terms.reg_gate, sharing=terms.sharing, decay=terms.decay,
                      decay_kwargs={"step_fraction": terms.decay_step_fraction, "gamma": terms.decay_gamma},
                      class_map=class_map)
 

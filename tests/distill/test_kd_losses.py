@@ -15,14 +15,40 @@ def test_fpn_imitation_loss_hand_computed():
     teacher = torch.zeros(2, 1, 1, 2)
     mask = torch.tensor([[[1.0, 0.5]], [[0.25, 0.0]]])
     expected = (5.5 / 3 + 0.125) / 2  # per-image normalisation, then the mean over images
-    assert math.isclose(fpn_imitation_loss(student, teacher, mask).item(), expected, rel_tol=1e-6)
+    for norm in ("sum", "channel_mean"):  # one channel: summing and averaging agree
+        assert math.isclose(fpn_imitation_loss(student, teacher, mask, norm=norm).item(), expected,
+                            rel_tol=1e-6)
 
 
-def test_fpn_imitation_sums_channels_and_is_zero_for_equal_features():
+def test_fpn_imitation_channel_units():
     student = torch.tensor([[[[1.0]], [[2.0]]]])  # C = 2: ||(1, 2)||^2 = 5
-    assert fpn_imitation_loss(student, torch.zeros(1, 2, 1, 1), torch.ones(1, 1, 1)).item() == 2.5
+    teacher, mask = torch.zeros(1, 2, 1, 1), torch.ones(1, 1, 1)
+    assert fpn_imitation_loss(student, teacher, mask, norm="sum").item() == 2.5
+    assert fpn_imitation_loss(student, teacher, mask, norm="channel_mean").item() == 1.25
     feats = torch.randn(2, 4, 3, 3)
-    assert fpn_imitation_loss(feats, feats.clone(), torch.rand(2, 3, 3)).item() == 0.0
+    for norm in ("sum", "channel_mean", "standard"):
+        assert fpn_imitation_loss(feats, feats.clone(), torch.rand(2, 3, 3), norm=norm).item() < 1e-6
+
+
+def test_fpn_imitation_standard_is_free_of_scale_and_channels():
+    # One channel, two cells: the student (1, 3) standardises to (-1, 1), the teacher (0, 4) too, so
+    # they agree; the teacher (4, 0) standardises to (1, -1): squared distances 4 and 4, full mask
+    # (2 cells): 8 / (2 * 2) = 2.
+    student = torch.tensor([[[[1.0, 3.0]]]])
+    mask = torch.ones(1, 1, 2)
+    assert fpn_imitation_loss(student, torch.tensor([[[[0.0, 4.0]]]]), mask).item() < 1e-6
+    assert math.isclose(fpn_imitation_loss(student, torch.tensor([[[[4.0, 0.0]]]]), mask).item(), 2.0,
+                        rel_tol=1e-4)
+    # Unrelated features: about 1 whatever their scale or channel count.
+    torch.manual_seed(0)
+    for channels, scale in ((16, 1.0), (256, 1000.0)):
+        s, t = torch.randn(2, channels, 8, 8), scale * torch.randn(2, channels, 8, 8)
+        assert 0.8 < fpn_imitation_loss(s, t, torch.ones(2, 8, 8)).item() < 1.2
+
+
+def test_fpn_imitation_unknown_norm_names_the_key():
+    with pytest.raises(ConfigError, match="distill.fpn_norm"):
+        fpn_imitation_loss(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1), norm="l2")
 
 
 def test_cls_distill_loss_hand_computed():
@@ -35,6 +61,9 @@ def test_cls_distill_loss_hand_computed():
     # the mean over rows: a second, identical row changes nothing
     two = cls_distill_loss(student.expand(2, 2), teacher.expand(2, 2), tau=1.0)
     assert math.isclose(two.item(), 0.130812, rel_tol=1e-5)
+    # normalised like the cross-entropy: 2 selected rows out of 8 sampled RoIs weigh 2 / 8
+    sampled = cls_distill_loss(student.expand(2, 2), teacher.expand(2, 2), tau=1.0, num_sampled=8)
+    assert math.isclose(sampled.item(), 0.130812 * 2 / 8, rel_tol=1e-5)
 
 
 def test_cls_distill_loss_empty_is_zero_and_keeps_graph():

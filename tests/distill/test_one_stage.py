@@ -189,7 +189,10 @@ def test_step_updates_student_and_adapters_but_never_the_teacher():
     with torch.no_grad():  # both heads start at the prior probability; make the teacher differ
         teacher.head.classification_head.cls_logits.bias.normal_(generator=torch.Generator().manual_seed(0))
     # untruncated masks: on 64 px inputs the single P7 cell (centre 64, 64) lies outside every box
-    distiller = Distiller(teacher, student, cls_gate="all", reg_gate="always", truncate=False).train()
+    # channel_mean units: the standardised term gives no gradient to the adapters' biases, nor to
+    # a one-cell level, and this test wants every adapter parameter to train.
+    distiller = Distiller(teacher, student, cls_gate="all", reg_gate="always",
+                          fpn_norm="channel_mean", truncate=False).train()
     assert not teacher.training and student.training and distiller.adapters.training
     assert distiller.adapters.levels == ["0", "1", "2", "p6", "p7"]
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
