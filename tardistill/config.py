@@ -28,14 +28,16 @@ class DataConfig:
     """Where the data lives and how it is augmented."""
 
     format: str = "synth"  # coco | voc | synth
+    # The dataset folder. coco: ROOT/<split>/ images, ROOT/annotations/instances_<split>.json (or
+    # <split>.json); voc: a VOCdevkit year folder; synth: what `tardistill data synth` wrote.
     root: str = "data/synth"
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
+    train_split: str = "train"  # split names: COCO image folders and JSON files, VOC ImageSets/Main files
+    val_split: str = "val"  # picks the best checkpoint
+    test_split: str = "test"  # scored once, after training
     classes: list[str] | None = None  # VOC class names; None means the 20 VOC classes
-    flip: bool = True
-    jitter: bool = True
-    num_workers: int = 0
+    flip: bool = True  # training only: random horizontal flip
+    jitter: bool = True  # training only: random brightness, contrast, saturation and hue
+    num_workers: int = 0  # DataLoader worker processes; 0 loads in the training process
     # What a bad annotation record or an image that cannot be loaded does: stop the run (error)
     # or leave the sample out and report it at the end (skip). See docs/RELIABILITY.md.
     on_bad_sample: str = "error"
@@ -49,7 +51,7 @@ class ModelConfig:
     """Detector architecture; field names match `build_detector`'s keyword arguments."""
 
     kind: str = "faster_rcnn"  # faster_rcnn | retinanet
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_large
     # A torchvision model-zoo builder (models/zoo.py: fasterrcnn_resnet50_fpn_v2, ...). It fixes the
     # backbone, FPN, head and anchors; backbone, width_multiplier, fpn_channels, head_width and
     # anchor_sizes then go unused. None builds this project's detector from `backbone`.
@@ -59,25 +61,29 @@ class ModelConfig:
     # backbone_weights is set"; it is resolved on loading, so a saved run rebuilds the same model
     # after its weight files are gone.
     pretrained_setup: bool | None = None
-    width_multiplier: float = 1.0
-    fpn_channels: int = 256
-    head_width: int = 1024
+    width_multiplier: float = 1.0  # ResNet only: every stage's width times this (narrow students)
+    fpn_channels: int = 256  # channels of every FPN level
+    head_width: int = 1024  # Faster R-CNN: width of the two fully connected layers of the box head
+    # Images are resized so the short side is min_size, unless the long side would exceed max_size.
     min_size: int = 128
     max_size: int = 128
-    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
-    # RetinaNet only. levels: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small
-    # objects get several positive anchors). head_norm: none (torchvision's v1 head) or group
-    # (GroupNorm after each head conv, as its v2 head; trains from scratch much faster).
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # px, one per FPN level
+    # RetinaNet only: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small objects
+    # get several positive anchors).
     retinanet_levels: str = "p3_p7"
+    # RetinaNet only: none (torchvision's v1 head) or group (GroupNorm after each head conv, as its
+    # v2 head; trains from scratch much faster).
     head_norm: str = "none"
+    # Faster R-CNN: region proposals kept per image and level before NMS, and per image after it,
+    # in training and at test time.
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 512
-    detections_per_image: int = 100
-    score_threshold: float = 0.05
+    rpn_batch_size_per_image: int = 256  # Faster R-CNN: anchors sampled per image for the RPN loss
+    box_batch_size_per_image: int = 512  # Faster R-CNN: RoIs sampled per image for the box head loss
+    detections_per_image: int = 100  # at most this many detections per image, the highest scores
+    score_threshold: float = 0.05  # detections scoring lower are dropped
     weights: str | None = None  # local file with full detector weights
     backbone_weights: str | None = None  # local file with ImageNet backbone weights
 
@@ -90,23 +96,25 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation schedule, logging and checkpoint cadence."""
 
-    iterations: int = 3000
-    batch_size: int = 8
+    iterations: int = 3000  # optimizer steps
+    batch_size: int = 8  # images per step (per process under torchrun)
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.02
-    momentum: float = 0.9
+    lr: float = 0.02  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
-    warmup_iterations: int = 200
+    warmup_iterations: int = 200  # linear warm-up from warmup_factor x lr to lr
     warmup_factor: float = 0.001
     schedule: str = "multistep"  # multistep | cosine
     milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of iterations
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep: the learning rate is multiplied by gamma at each milestone
     clip_grad_norm: float = 10.0  # 0 disables clipping
     amp: str = "auto"  # auto | bf16 | off
     device: str = "auto"  # auto | cpu | cuda
+    # Steps between validations, which pick best.safetensors; the last step always validates.
+    # 0: never, and the final weights are scored.
     eval_every: int = 500
-    checkpoint_every: int = 250
-    log_every: int = 20
+    checkpoint_every: int = 250  # steps between the training states that --resume continues from
+    log_every: int = 20  # steps between metrics.jsonl records
     # A step whose loss or gradients are NaN or inf stops the run (false) or is skipped without an
     # optimizer update and counted in the result (true).
     skip_nonfinite: bool = False
@@ -132,6 +140,8 @@ class DistillConfig:
     # Student class name -> teacher class (name or label), or a YAML file holding that mapping:
     # distills a teacher trained on another label set (distill/class_map.py).
     class_map: dict | str | None = None
+    # Weights to start the student from: a tardistill checkpoint or a weights file (tensors of
+    # another shape, such as another class count, keep their initialisation).
     student_checkpoint: str | None = None
     method: str = "tar"
     fpn_weight: float = 1.0
@@ -154,8 +164,8 @@ class DistillConfig:
 class Config:
     """One experiment."""
 
-    seed: int = 0
-    name: str = "run"
+    seed: int = 0  # seeds Python, NumPy and torch: CPU runs repeat exactly
+    name: str = "run"  # a label for the experiment, saved with the run's config
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
