@@ -41,11 +41,9 @@ class RelabelledDetector(nn.Module):
 
 def is_tardistill_checkpoint(path: Path) -> bool:
     """Whether `path` is a checkpoint tardistill wrote (safetensors with its config and classes)."""
-    if path.suffix != ".safetensors":
-        return False
     if not path.is_file():
         raise TardistillError(f"{path}: checkpoint not found")
-    return "config" in read_checkpoint_meta(path)
+    return path.suffix == ".safetensors" and "config" in read_checkpoint_meta(path)
 
 
 def load_model(config: Config, *, checkpoint: Path | None, teacher: bool,

@@ -120,5 +120,7 @@ def test_a_weights_file_needs_an_architecture(tmp_path, coco_subset, zoo_file, c
     assert cli("eval", config, "--checkpoint", zoo_file[0], "--set", "model.architecture=null") == 2
     assert "not a tardistill checkpoint. To run a torchvision weights file, name its builder in " \
            "model.architecture" in capsys.readouterr().err
+    assert cli("eval", config, "--checkpoint", tmp_path / "gone.pth") == 2
+    assert "gone.pth: checkpoint not found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--teacher: the config names no distill.teacher"):
         load_model(load_config(config), checkpoint=None, teacher=True, data_classes=None)
