@@ -18,6 +18,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set train.iterations=100 (repeatable)")
 
 
+def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path,
+                        help="a tardistill checkpoint, or a torchvision weights file (.pth, .safetensors) of the "
+                        "config's model.architecture, whose classes are distill.teacher_classes (default: the "
+                        "data's)")
+    source.add_argument("--teacher", action="store_true",
+                        help="the config's distill.teacher, loaded as distill loads it (docs/PRETRAINED.md)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tardistill", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--overwrite", action="store_true",
                          help="move a run already in OUT aside (to OUT.replaced-<time>) and start anew")
 
-    ev = commands.add_parser("eval", help="evaluate a checkpoint on a split")
+    ev = commands.add_parser("eval", help="evaluate a checkpoint, a torchvision weights file or the config's "
+                             "teacher on a split")
     _add_config_args(ev)
-    ev.add_argument("--checkpoint", required=True, type=Path)
+    _add_model_source_args(ev)
     ev.add_argument("--split", default="test")
     ev.add_argument("--json", action="store_true", help="print a flat JSON object instead of a table")
 
@@ -58,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--split", default="test", help="VOC image set (ImageSets/Main/<split>.txt)")
     det.add_argument("--json", action="store_true")
 
-    pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
+    pred = commands.add_parser("predict", help="draw the detections of a checkpoint, a torchvision weights file "
+                               "or the config's teacher on images")
     _add_config_args(pred)
-    pred.add_argument("--checkpoint", required=True, type=Path)
+    _add_model_source_args(pred)
     pred.add_argument("--images", required=True, type=Path)
     pred.add_argument("--out", required=True, type=Path)
     pred.add_argument("--score-threshold", type=float, default=0.5)
@@ -72,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="override a key of every config given (repeatable)")
     prof.add_argument("--repeats", type=int, default=10, help="timed calls at batch 1 (half as many at 8)")
     prof.add_argument("--json", action="store_true")
+
+    cmp = commands.add_parser("compare", help="runs side by side: test and validation AP and AP50, parameters, "
+                              "CPU latency; and a PNG of validation AP against iteration")
+    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by train or distill")
+    cmp.add_argument("--plot", type=Path, default=Path("compare_val_ap.png"), help="where the PNG goes "
+                     "(default: compare_val_ap.png)")
+    cmp.add_argument("--repeats", type=int, default=10, help="timed CPU calls per run for the latency; 0 skips it")
+    cmp.add_argument("--markdown", action="store_true", help="a markdown table, e.g. for docs/RESULTS.md")
+    cmp.add_argument("--json", action="store_true")
 
     exp = commands.add_parser("export", help="write a checkpoint's detector as ONNX or TorchScript, "
                               "and check it against PyTorch")
@@ -157,20 +178,28 @@ def _run(args: argparse.Namespace) -> int:
                 _print_metrics(result["test_metrics"], as_json=False, title=f"test metrics ({out})")
                 print(f"outputs: {out}")
     elif args.command == "eval":
-        metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split)
-        _print_metrics(metrics, as_json=args.json, title=f"{args.checkpoint} on {args.split}")
+        metrics = commands.evaluate(args.config, args.overrides, args.checkpoint, split=args.split,
+                                    teacher=args.teacher)
+        name = args.checkpoint or f"teacher of {args.config}"
+        _print_metrics(metrics, as_json=args.json, title=f"{name} on {args.split}")
     elif args.command == "evaluate-detections":
         metrics = commands.evaluate_detections(args.gt, args.detections, metric=args.metric, split=args.split)
         _print_metrics(metrics, as_json=args.json, title=str(args.detections))
     elif args.command == "predict":
         written = commands.predict(args.config, args.overrides, args.checkpoint, args.images, args.out,
-                                   score_threshold=args.score_threshold)
+                                   score_threshold=args.score_threshold, teacher=args.teacher)
         print(f"wrote {written} images to {args.out}")
     elif args.command == "profile":
         rows = commands.profile(args.sources, args.overrides, repeats=args.repeats)
         print(json.dumps(rows, indent=2) if args.json else commands.format_profile(rows))
     elif args.command == "export":
         return _export(args)
+    elif args.command == "compare":
+        from tardistill.compare import compare_runs, format_comparison
+
+        rows = compare_runs(args.runs, plot=args.plot, latency_repeats=args.repeats)
+        print(json.dumps(rows, indent=2) if args.json else format_comparison(rows, markdown=args.markdown))
+        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
     elif args.command == "bench" and args.bench_command == "reproduce":
         out = args.out or Path("runs") / f"reproduce_{args.preset}"
         summary = commands.reproduce(args.preset, out, seeds=args.seeds, jobs=args.jobs, only=args.only,

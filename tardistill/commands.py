@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,22 @@ def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool =
     return run_and_test(config, out, distill_student, resume=resume, overwrite=overwrite)
 
 
-def evaluate(config_path: str, overrides: list[str], checkpoint: Path, *, split: str) -> dict[str, float]:
-    """`tardistill eval`."""
-    from tardistill.engine.runs import evaluate_checkpoint
+def evaluate(config_path: str, overrides: list[str], checkpoint: Path | None, *, split: str,
+             teacher: bool = False) -> dict[str, float]:
+    """`tardistill eval`: a checkpoint, a torchvision weights file or the config's teacher, on the config's data.
+
+    See engine/model_source.py for the sources and how a model on other classes is scored.
+    """
+    from tardistill.engine.evaluator import evaluate as evaluate_detector
+    from tardistill.engine.model_source import load_model_on_data_classes
+    from tardistill.engine.setup import dataset_for, select_device
 
     config = load_config(config_path, overrides)
-    return evaluate_checkpoint(config, checkpoint, split=split, model_keys=_model_overrides(config, overrides))
+    dataset = dataset_for(config.data, split, train=False)
+    detector = load_model_on_data_classes(config, dataset.classes, checkpoint=checkpoint, teacher=teacher,
+                                          model_keys=_model_overrides(config, overrides))
+    device = select_device(config.train.device)
+    return evaluate_detector(detector.to(device), dataset, batch_size=config.train.batch_size, device=device)
 
 
 def _model_overrides(config: Config, overrides: list[str]) -> dict[str, Any]:
@@ -82,16 +93,32 @@ def evaluate_detections(gt: Path, detections: Path, *, metric: str | None, split
     return coco_metrics(ground_truth, results)
 
 
-def predict(config_path: str, overrides: list[str], checkpoint: Path, images: Path, out: Path, *,
-            score_threshold: float) -> int:
-    """`tardistill predict`: draw detections on every image of a folder; returns how many were written."""
-    from tardistill.engine.setup import load_detector
+def predict(config_path: str, overrides: list[str], checkpoint: Path | None, images: Path, out: Path, *,
+            score_threshold: float, teacher: bool = False) -> int:
+    """`tardistill predict`: draw detections on every image of a folder; returns how many were written.
+
+    Labels are the classes of the config's test split; without readable data, the model's own.
+    """
+    from tardistill.engine.model_source import load_model, on_data_classes
+    from tardistill.engine.setup import dataset_for
+    from tardistill.errors import DataError
     from tardistill.visualize import predict_folder
 
     check_range(score_threshold, SCORE_RANGE, "--score-threshold")
     config = load_config(config_path, overrides)
-    detector, meta = load_detector(checkpoint, model_keys=_model_overrides(config, overrides))
-    return predict_folder(detector, meta["classes"], images, out, score_threshold=score_threshold)
+    try:
+        data_classes = list(dataset_for(config.data, config.data.test_split, train=False).classes)
+    except DataError as err:
+        logging.getLogger(__name__).info("predict: labels are the model's own classes; the data's cannot be "
+                                         "read (%s)", err)
+        data_classes = None
+    detector, classes, source = load_model(config, checkpoint=checkpoint, teacher=teacher,
+                                           data_classes=data_classes,
+                                           model_keys=_model_overrides(config, overrides))
+    if data_classes:
+        detector, classes = on_data_classes(detector, classes, data_classes, class_map=config.distill.class_map,
+                                            source=source), data_classes
+    return predict_folder(detector, classes, images, out, score_threshold=score_threshold)
 
 
 def profile(sources: list[Path], overrides: list[str], *, repeats: int = 10) -> dict[str, dict[str, float]]:

@@ -80,13 +80,16 @@ class DataConfig:
     """Where the data lives and how it is augmented."""
 
     format: str = "synth"  # coco | voc | synth
+    # The dataset folder. coco: ROOT/<split>/ images, ROOT/annotations/instances_<split>.json (or
+    # <split>.json); voc: a VOCdevkit year folder; synth: what `tardistill data synth` wrote.
     root: str = "data/synth"
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
+    train_split: str = "train"  # split names: COCO image folders and JSON files, VOC ImageSets/Main files
+    val_split: str = "val"  # picks the best checkpoint
+    test_split: str = "test"  # scored once, after training
     classes: list[str] | None = None  # VOC class names; None means the 20 VOC classes
-    flip: bool = True
-    jitter: bool = True
+    flip: bool = True  # training only: random horizontal flip
+    jitter: bool = True  # training only: random brightness, contrast, saturation and hue
+    # DataLoader worker processes; 0 loads in the training process
     num_workers: int = field(default=0, metadata=at_least(0))
     # What a bad annotation record or an image that cannot be loaded does: stop the run (error)
     # or leave the sample out and report it at the end (skip). See docs/RELIABILITY.md.
@@ -101,7 +104,7 @@ class ModelConfig:
     """Detector architecture; field names match `build_detector`'s keyword arguments."""
 
     kind: str = "faster_rcnn"  # faster_rcnn | retinanet
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_large
     # A torchvision model-zoo builder (models/zoo.py: fasterrcnn_resnet50_fpn_v2, ...). It fixes the
     # backbone, FPN, head and anchors; backbone, width_multiplier, fpn_channels, head_width and
     # anchor_sizes then go unused. None builds this project's detector from `backbone`.
@@ -111,24 +114,35 @@ class ModelConfig:
     # backbone_weights is set"; it is resolved on loading, so a saved run rebuilds the same model
     # after its weight files are gone.
     pretrained_setup: bool | None = None
+    # ResNet only: every stage's width times this (narrow students)
     width_multiplier: float = field(default=1.0, metadata=above(0))
-    fpn_channels: int = field(default=256, metadata=at_least(1))
+    fpn_channels: int = field(default=256, metadata=at_least(1))  # channels of every FPN level
+    # Faster R-CNN: width of the two fully connected layers of the box head
     head_width: int = field(default=1024, metadata=at_least(1))
+    # Images are resized so the short side is min_size, unless the long side would exceed max_size.
     min_size: int = field(default=128, metadata=between(*IMAGE_SIDE))
     max_size: int = field(default=128, metadata=between(*IMAGE_SIDE))
+    # px, one per FPN level
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256], metadata=at_least(1))
-    # RetinaNet only. levels: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small
-    # objects get several positive anchors). head_norm: none (torchvision's v1 head) or group
-    # (GroupNorm after each head conv, as its v2 head; trains from scratch much faster).
+    # RetinaNet only: p3_p7 (the paper's) or p2_p6 (stride 4 first, as Faster R-CNN: small objects
+    # get several positive anchors).
     retinanet_levels: str = "p3_p7"
+    # RetinaNet only: none (torchvision's v1 head) or group (GroupNorm after each head conv, as its
+    # v2 head; trains from scratch much faster).
     head_norm: str = "none"
+    # Faster R-CNN: region proposals kept per image and level before NMS, and per image after it,
+    # in training and at test time.
     rpn_pre_nms_top_n_train: int = field(default=2000, metadata=at_least(1))
     rpn_post_nms_top_n_train: int = field(default=2000, metadata=at_least(1))
     rpn_pre_nms_top_n_test: int = field(default=1000, metadata=at_least(1))
     rpn_post_nms_top_n_test: int = field(default=1000, metadata=at_least(1))
+    # Faster R-CNN: anchors sampled per image for the RPN loss
     rpn_batch_size_per_image: int = field(default=256, metadata=at_least(1))
+    # Faster R-CNN: RoIs sampled per image for the box head loss
     box_batch_size_per_image: int = field(default=512, metadata=at_least(1))
+    # at most this many detections per image, the highest scores
     detections_per_image: int = field(default=100, metadata=at_least(1))
+    # detections scoring lower are dropped
     score_threshold: float = field(default=0.05, metadata=between(0, 1))
     weights: str | None = None  # local file with full detector weights
     backbone_weights: str | None = None  # local file with ImageNet backbone weights
@@ -142,24 +156,29 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation schedule, logging and checkpoint cadence."""
 
-    iterations: int = field(default=3000, metadata=at_least(1))
-    batch_size: int = field(default=8, metadata=at_least(1))
+    iterations: int = field(default=3000, metadata=at_least(1))  # optimizer steps
+    batch_size: int = field(default=8, metadata=at_least(1))  # images per step (per process under torchrun)
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = field(default=0.02, metadata=above(0))
-    momentum: float = field(default=0.9, metadata=between(0, 1, high_open=True))
+    lr: float = field(default=0.02, metadata=above(0))  # peak learning rate
+    momentum: float = field(default=0.9, metadata=between(0, 1, high_open=True))  # SGD momentum
     weight_decay: float = field(default=1e-4, metadata=at_least(0))
+    # linear warm-up from warmup_factor x lr to lr
     warmup_iterations: int = field(default=200, metadata=at_least(0))
     warmup_factor: float = field(default=0.001, metadata=between(0, 1))
     schedule: str = "multistep"  # multistep | cosine
     # fractions of iterations
     milestones: list[float] = field(default_factory=lambda: [0.75, 0.9], metadata=between(0, 1))
+    # multistep: the learning rate is multiplied by gamma at each milestone
     gamma: float = field(default=0.1, metadata=between(0, 1, low_open=True))
     clip_grad_norm: float = field(default=10.0, metadata=at_least(0))  # 0 disables clipping
     amp: str = "auto"  # auto | bf16 | off
     device: str = "auto"  # auto | cpu | cuda
+    # Steps between validations, which pick best.safetensors; the last step always validates.
+    # 0: never, and the final weights are scored.
     eval_every: int = field(default=500, metadata=at_least(0))  # 0: only at the end
-    checkpoint_every: int = field(default=250, metadata=at_least(0))  # 0: only at the end
-    log_every: int = field(default=20, metadata=at_least(1))
+    # steps between the training states that --resume continues from
+    checkpoint_every: int = field(default=250, metadata=at_least(0))
+    log_every: int = field(default=20, metadata=at_least(1))  # steps between metrics.jsonl records
     # A step whose loss or gradients are NaN or inf stops the run (false) or is skipped without an
     # optimizer update and counted in the result (true).
     skip_nonfinite: bool = False
@@ -187,6 +206,8 @@ class DistillConfig:
     # Student class name -> teacher class (name or label), or a YAML file holding that mapping:
     # distills a teacher trained on another label set (distill/class_map.py).
     class_map: dict | str | None = None
+    # Weights to start the student from: a tardistill checkpoint or a weights file (tensors of
+    # another shape, such as another class count, keep their initialisation).
     student_checkpoint: str | None = None
     method: str = "tar"
     method_options: dict = field(default_factory=dict)
@@ -210,8 +231,9 @@ class DistillConfig:
 class Config:
     """One experiment."""
 
-    seed: int = field(default=0, metadata=between(0, 2**32 - 1))  # numpy's seed range
-    name: str = "run"
+    # seeds Python, NumPy and torch: CPU runs repeat exactly
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1))
+    name: str = "run"  # a label for the experiment, saved with the run's config
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

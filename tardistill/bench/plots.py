@@ -78,3 +78,18 @@ def plot_gate_rates(records: list[dict], runs_dir: Path, path: Path) -> Path:
                  ylabel="fraction of positives", ylim=(0, 1.05))
         axis.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def plot_run_curves(runs: dict[str, tuple[Path, str]], path: Path) -> Path:
+    """Validation AP against iteration, one line per run folder (`tardistill compare`).
+
+    Args:
+        runs: label -> (run folder, the metric to draw: AP, or mAP for VOC data).
+    """
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, (run_dir, metric) in runs.items():
+        steps, values = _series(run_dir, "val", metric)
+        axis.plot(steps, [100 * v for v in values], marker="o", markersize=3, label=f"{label} ({metric})")
+    axis.set(title="validation AP", xlabel="iteration", ylabel="AP (VOC: mAP)")
+    axis.grid(alpha=0.3)
+    return _save(figure, path)

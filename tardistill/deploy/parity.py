@@ -17,11 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from tardistill.deploy.export import EXPORT_FORMATS, SingleImageDetector
+from tardistill.deploy.same_detections import SCORE_TOLERANCE, Detections, compare_detections, nms_disabled
 from tardistill.errors import DataError, TardistillError
 
 BOX_TOLERANCE_RELATIVE = 1e-4  # times the image side, in pixels: 0.0128 px at 128 px
-SCORE_TOLERANCE = 1e-4
-Detections = tuple[Tensor, Tensor, Tensor]  # boxes [N, 4], scores [N], labels [N]
 
 
 def load_exported(path: str | Path, export_format: str) -> Callable[[Tensor], Detections]:
@@ -84,54 +83,35 @@ def parity_images(folder: Path | None, *, image_size: int, limit: int) -> list[T
     return [torch.rand(3, image_size, image_size, generator=generator) for _ in range(limit)]
 
 
-def compare_detections(reference: Detections, candidate: Detections, *, score_threshold: float) -> dict:
-    """Match each reference detection above the threshold to the closest same-label candidate.
-
-    Matching, rather than comparing position by position, because two detections whose scores
-    differ by less than the rounding noise may come out of NMS in either order.
-
-    Returns:
-        count_reference, count_candidate, unmatched (reference detections with no same-label
-        candidate), max_box_diff (px, largest corner difference), max_score_diff.
-    """
-    ref_boxes, ref_scores, ref_labels = (t[reference[1] >= score_threshold] for t in reference)
-    boxes, scores, labels = (t[candidate[1] >= score_threshold] for t in candidate)
-    cost = (ref_boxes[:, None, :] - boxes[None, :, :]).abs().amax(dim=-1)
-    cost[ref_labels[:, None] != labels[None, :]] = float("inf")
-    report = {"count_reference": len(ref_boxes), "count_candidate": len(boxes), "unmatched": 0,
-              "max_box_diff": 0.0, "max_score_diff": 0.0}
-    for i, row in enumerate(cost):  # greedy in score order; NMS keeps same-label boxes apart
-        best = int(row.argmin()) if row.numel() else -1
-        if best < 0 or not torch.isfinite(row[best]):
-            report["unmatched"] += 1
-            continue
-        report["max_box_diff"] = max(report["max_box_diff"], float(row[best]))
-        report["max_score_diff"] = max(report["max_score_diff"], float((ref_scores[i] - scores[best]).abs()))
-        cost[:, best] = float("inf")  # each candidate matches once
-    return report
-
-
 @torch.no_grad()
 def check_parity(detector: nn.Module, exported: Callable[[Tensor], Detections], *, images: list[Tensor],
                  score_threshold: float) -> dict:
     """Eager `detector` against an exported one on the same images; `passed` applies the tolerances.
 
     Returns:
-        images, detections (reference count), count_mismatches (images whose counts differ),
-        unmatched, max_box_diff, max_score_diff, box_tolerance, score_tolerance, passed.
+        images, score_threshold, detections (reference detections clear of the cut), near_cut,
+        ties, unmatched, missing, overlapping, max_box_diff, max_score_diff, box_tolerance,
+        score_tolerance, passed (see deploy/same_detections.py).
     """
     reference = SingleImageDetector(detector).eval()
-    per_image = [compare_detections(reference(image), exported(image), score_threshold=score_threshold)
-                 for image in images]
+    heads = getattr(detector, "roi_heads", detector)  # Faster R-CNN's box NMS settings, or RetinaNet's
     image_side = max(max(image.shape[-2:]) for image in images)
+    per_image = []
+    for image in images:
+        with nms_disabled(detector):
+            before_nms = reference(image)
+        per_image.append(compare_detections(reference(image), exported(image), before_nms=before_nms,
+                                            score_threshold=score_threshold,
+                                            box_tolerance=BOX_TOLERANCE_RELATIVE * image_side,
+                                            nms_iou=heads.nms_thresh, max_detections=heads.detections_per_img))
+    counts = ("near_cut", "ties", "unmatched", "missing", "overlapping")
     report = {"images": len(images), "score_threshold": score_threshold,
               "detections": sum(r["count_reference"] for r in per_image),
-              "count_mismatches": sum(r["count_reference"] != r["count_candidate"] for r in per_image),
-              "unmatched": sum(r["unmatched"] for r in per_image),
+              **{key: sum(r[key] for r in per_image) for key in counts},
               "max_box_diff": max(r["max_box_diff"] for r in per_image),
               "max_score_diff": max(r["max_score_diff"] for r in per_image),
               "box_tolerance": BOX_TOLERANCE_RELATIVE * image_side, "score_tolerance": SCORE_TOLERANCE}
-    report["passed"] = (report["count_mismatches"] == 0 and report["unmatched"] == 0
+    report["passed"] = (report["unmatched"] == report["missing"] == report["overlapping"] == 0
                         and report["max_box_diff"] <= report["box_tolerance"]
                         and report["max_score_diff"] <= SCORE_TOLERANCE)
     return report
@@ -139,11 +119,16 @@ def check_parity(detector: nn.Module, exported: Callable[[Tensor], Detections], 
 
 def format_parity(report: dict, *, against: str) -> str:
     """One line: the numbers, the tolerances and the verdict."""
-    mismatches, unmatched = report["count_mismatches"], report["unmatched"]
-    counts = "counts equal" if mismatches == 0 else f"counts differ on {mismatches} images"
-    labels = "every detection matched" if unmatched == 0 else f"{unmatched} detections unmatched"
+    problems = [text for count, text in (
+        (report["unmatched"], f"{report['unmatched']} exported detections that PyTorch does not find"),
+        (report["missing"], f"{report['missing']} PyTorch detections lost"),
+        (report["overlapping"], f"{report['overlapping']} overlapping pairs that NMS would not keep")) if count]
+    spared = [text for count, text in (
+        (report["ties"], f"{report['ties']} kept by another tie-break of NMS"),
+        (report["near_cut"], f"{report['near_cut']} within {report['score_tolerance']:.0e} of the score cut")) if count]
     verdict = "PASS" if report["passed"] else "FAIL"
     return (f"parity {against} on {report['images']} images, scores >= {report['score_threshold']:g}: "
-            f"{report['detections']} detections, {counts}, {labels}; max box diff {report['max_box_diff']:.2e} px "
+            f"{report['detections']} detections, {', '.join(problems) or 'all accounted for'}"
+            f"{' (' + '; '.join(spared) + ')' if spared else ''}; max box diff {report['max_box_diff']:.2e} px "
             f"(tolerance {report['box_tolerance']:.2e}), max score diff {report['max_score_diff']:.2e} "
             f"(tolerance {report['score_tolerance']:.0e}): {verdict}")

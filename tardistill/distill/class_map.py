@@ -2,7 +2,8 @@
 
 `distill.class_map` maps each student class name to a teacher class, by name or by label (the
 teacher's output index: 1..K, 0 is the background; for torchvision's COCO weights the label is the
-COCO category id). Student classes it leaves out are matched to the teacher class of the same name.
+COCO category id). Student classes it leaves out are matched to the teacher class of the same name,
+so no map is needed when every student class name is one of the teacher's.
 Before the head terms, the teacher's outputs are rearranged into the student's columns:
 - softmax logits (Faster R-CNN): the mapped columns; the background column absorbs every teacher
   class the student lacks (log-sum-exp), so at tau = 1 the gathered softmax is exactly the teacher's
@@ -14,12 +15,14 @@ Before the head terms, the teacher's outputs are rearranged into the student's c
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 
 from tardistill.config import read_yaml_mapping
@@ -59,6 +62,20 @@ class ClassMap:
         labels = torch.tensor(self.teacher_labels, device=deltas.device, dtype=torch.long)
         return per_class[:, labels].reshape(deltas.shape[0], -1)
 
+    def student_detections(self, detections: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A teacher's detections (boxes, scores, labels) on the student's labels.
+
+        Detections of teacher classes the student lacks are dropped: scored on the student's data,
+        they are objects of no class there, as COCO's evaluation ignores categories absent from
+        its ground truth.
+        """
+        student_of = torch.zeros(self.num_teacher_classes, dtype=torch.long, device=detections["labels"].device)
+        student_of[list(self.teacher_labels[1:])] = torch.arange(1, self.num_student_classes,
+                                                                 device=student_of.device)
+        labels = student_of[detections["labels"]]
+        keep = labels > 0
+        return {**{k: v[keep] for k, v in detections.items()}, "labels": labels[keep]}
+
 
 def resolve_class_map(mapping: Mapping[str, Any] | str | None, teacher_classes: Sequence[str],
                       student_classes: Sequence[str], *, teacher: str) -> ClassMap | None:
@@ -66,24 +83,21 @@ def resolve_class_map(mapping: Mapping[str, Any] | str | None, teacher_classes: 
 
     Args:
         mapping: student class name -> teacher class name or label, or the path of a YAML file
-            holding that mapping; None requires identical class lists.
+            holding that mapping. Student classes it leaves out (all of them, for None) map to the
+            teacher class of the same name.
         teacher_classes, student_classes: the class names without the background.
         teacher: the teacher's file, for error messages.
     """
-    if mapping is None:
-        if list(teacher_classes) != list(student_classes):
-            raise ConfigError(f"distill: the teacher ({teacher}) and the student have different classes "
-                              f"({describe_difference(teacher_classes, student_classes)}); set "
-                              "distill.class_map to map the student's classes onto the teacher's "
-                              "(docs/PRETRAINED.md)")
+    entries = {} if mapping is None else _entries(mapping)
+    if not entries and list(teacher_classes) == list(student_classes):
         return None
-    if isinstance(mapping, str):
-        mapping = read_mapping(Path(mapping))
-    entries = {str(name): value for name, value in mapping.items()}
     unknown = sorted(set(entries) - set(student_classes))
     if unknown:
         raise ConfigError(f"distill.class_map: {', '.join(unknown)} not among the student's classes "
                           f"({', '.join(student_classes)})")
+    unnamed = [name for name in student_classes if name not in entries and teacher_classes.count(name) != 1]
+    if unnamed:
+        raise ConfigError(missing_classes_message(unnamed, teacher_classes, teacher=teacher))
     labels = [_teacher_label(name, entries, teacher_classes) for name in student_classes]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
@@ -93,10 +107,36 @@ def resolve_class_map(mapping: Mapping[str, Any] | str | None, teacher_classes: 
     return ClassMap((0, *labels), len(teacher_classes) + 1)
 
 
+def _entries(mapping: Mapping[str, Any] | str) -> dict[str, Any]:
+    """The map's entries, read from its YAML file when `mapping` is a path."""
+    if isinstance(mapping, str):
+        mapping = read_mapping(Path(mapping))
+    return {str(name): value for name, value in mapping.items()}
+
+
+def missing_classes_message(names: Sequence[str], teacher_classes: Sequence[str], *, teacher: str) -> str:
+    """Which student classes no teacher class matches by name, and the `class_map` YAML that would map them.
+
+    Each entry proposes the closest teacher name, if one is close, for the user to check; the
+    others are null, which is refused until a teacher class name or label replaces it.
+    """
+    lines = [f"distill.class_map: the teacher ({teacher}) has no class named {', '.join(names)} "
+             f"(student classes are matched to the teacher's by name; the teacher's are "
+             f"{_first_few(teacher_classes)}). Map each one to a teacher class name or label "
+             f"(1..{len(teacher_classes)}) in the config (docs/PRETRAINED.md):",
+             "distill:", "  class_map:"]
+    for name in names:
+        close = difflib.get_close_matches(name, [c for c in teacher_classes if c not in names], n=1)
+        entry = yaml.safe_dump({name: close[0] if close else None}, allow_unicode=True).strip()
+        note = "the closest teacher name: check it" if close else "a teacher class name or label"
+        lines.append(f"    {entry}  # {note}")
+    return "\n".join(lines)
+
+
 def _teacher_label(name: str, entries: Mapping[str, Any], teacher_classes: Sequence[str]) -> int:
     """The teacher label of student class `name`: its map entry, else the teacher class of that name."""
     value = entries.get(name, name)
-    where = f"distill.class_map: {name}" if name in entries else f"distill.class_map: student class {name}"
+    where = f"distill.class_map: {name}"
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"{where}: expected a teacher class name or label, got {value!r}")
     if isinstance(value, int):
@@ -106,9 +146,8 @@ def _teacher_label(name: str, entries: Mapping[str, Any], teacher_classes: Seque
         return value
     matches = [label for label, teacher_name in enumerate(teacher_classes, start=1) if teacher_name == value]
     if len(matches) != 1:
-        problem = "is not a teacher class" if not matches else "names several teacher classes"
-        advice = "map it to a teacher class name or label" if name not in entries else "use a label"
-        raise ConfigError(f"{where}: '{value}' {problem}; {advice}")
+        problem = "is not a teacher class" if not matches else "names several teacher classes; use a label"
+        raise ConfigError(f"{where}: '{value}' {problem}")
     return matches[0]
 
 
@@ -116,22 +155,6 @@ def read_mapping(path: Path) -> dict[str, Any]:
     """A class map from a YAML file: student class name -> teacher class name or label."""
     return read_yaml_mapping(path, context="distill.class_map: ", missing="file not found",
                              expected="a mapping of student class -> teacher class")
-
-
-def describe_difference(teacher_classes: Sequence[str], student_classes: Sequence[str]) -> str:
-    """What differs between two class lists, in a few words."""
-    only_teacher = [c for c in teacher_classes if c not in student_classes]
-    only_student = [c for c in student_classes if c not in teacher_classes]
-    if not only_teacher and not only_student:
-        if len(teacher_classes) != len(student_classes):
-            return "the same names, with repeats in one list"
-        return f"the same names in another order: teacher {list(teacher_classes)}, student {list(student_classes)}"
-    parts = [f"{len(teacher_classes)} teacher and {len(student_classes)} student classes"]
-    if only_student:
-        parts.append(f"only the student has {_first_few(only_student)}")
-    if only_teacher:
-        parts.append(f"only the teacher has {_first_few(only_teacher)}")
-    return "; ".join(parts)
 
 
 def _first_few(names: Sequence[str], shown: int = 8) -> str:

@@ -3,16 +3,12 @@ weights come from a local file (a torchvision .pth, a reference-script checkpoin
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 from torch import nn
 
 from tardistill.config import DistillConfig, ModelConfig, config_from_dict
-from tardistill.engine.setup import detector_from_config, load_detector
+from tardistill.engine.setup import load_detector, zoo_detector_from_file
 from tardistill.errors import ConfigError
 from tardistill.models.checkpoint import read_checkpoint_meta
-from tardistill.models.weights import load_detector_weights
 from tardistill.models.zoo import coco_classes, zoo_architecture
 
 
@@ -29,10 +25,10 @@ def load_teacher(terms: DistillConfig, student: ModelConfig) -> tuple[nn.Module,
                               "distill.teacher_architecture; a tardistill checkpoint holds its class list")
         teacher, meta = load_detector(terms.teacher)
         return teacher, list(meta["classes"])
-    config = teacher_model_config(terms, student)
+    zoo_architecture(terms.teacher_architecture, key="distill.teacher_architecture")  # before the classes
     classes = teacher_class_names(terms.teacher_classes)
-    teacher = detector_from_config(config, len(classes))
-    load_detector_weights(teacher, Path(terms.teacher), strict=True)
+    teacher = zoo_detector_from_file(student, terms.teacher_architecture, len(classes), terms.teacher,
+                                     key="distill.teacher_architecture")
     return teacher, classes
 
 

@@ -20,6 +20,8 @@ from tardistill.engine.sampling import ResumableBatchSampler, aspect_ratio_group
 from tardistill.errors import ConfigError
 from tardistill.models.build import build_detector
 from tardistill.models.checkpoint import load_checkpoint
+from tardistill.models.weights import load_detector_weights
+from tardistill.models.zoo import zoo_architecture
 
 # Model keys that change how a trained detector runs, not what it is: eval and predict apply them.
 INFERENCE_KEYS = ("score_threshold", "detections_per_image", "min_size", "max_size", "rpn_pre_nms_top_n_test",
@@ -132,6 +134,25 @@ def inference_settings(model_keys: dict[str, Any], saved: dict[str, Any], *, che
                           f"{changed[key]!r}; its architecture is fixed, only "
                           f"{', '.join('model.' + k for k in INFERENCE_KEYS)} can be changed for it")
     return changed
+
+
+def zoo_detector_from_file(model: ModelConfig, architecture: str, num_classes: int, weights: str | Path, *,
+                           key: str) -> nn.Module:
+    """A torchvision zoo detector with `model`'s image size and settings, every tensor from `weights`.
+
+    It is set up as torchvision sets up its pretrained models (frozen batch norm, with torchvision's
+    eps), so a zoo file gives the outputs it gives in torchvision. Every tensor must load: a model
+    that kept part of its random initialisation, its box predictor say, would no longer be the file's.
+
+    Args:
+        key: the config key that named the architecture, for error messages.
+    """
+    spec = zoo_architecture(architecture, key=key)
+    config = dataclasses.replace(model, kind=spec.kind, architecture=architecture, pretrained_setup=True,
+                                 weights=None, backbone_weights=None)
+    detector = detector_from_config(config, num_classes)
+    load_detector_weights(detector, Path(weights), strict=True)
+    return detector
 
 
 def class_metadata(dataset) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from tardistill.cli import main
 from tardistill.config import config_to_dict, load_config
 from tardistill.data.synthetic import SYNTH_CLASSES
 from tardistill.deploy import load_exported
-from tardistill.deploy.parity import BOX_TOLERANCE_RELATIVE, SCORE_TOLERANCE, compare_detections, letterbox
+from tardistill.deploy.parity import BOX_TOLERANCE_RELATIVE, SCORE_TOLERANCE, letterbox
 from tardistill.engine.setup import detector_from_config
 from tardistill.errors import TardistillError
 from tardistill.models.checkpoint import save_model
@@ -56,7 +56,7 @@ def test_export_matches_pytorch_on_test_images(checkpoint, export_format, tiny_s
                              score_threshold=CHECK_THRESHOLD)
     parity = result["parity"]
     assert parity["images"] == 4 and parity["detections"] >= 8, parity  # the check compared something
-    assert parity["passed"] and parity["count_mismatches"] == 0 and parity["unmatched"] == 0, parity
+    assert parity["passed"] and parity["unmatched"] == parity["missing"] == parity["overlapping"] == 0, parity
     assert parity["max_box_diff"] <= BOX_TOLERANCE_RELATIVE * 64 and parity["max_score_diff"] <= SCORE_TOLERANCE
     if export_format == "torchscript":  # the same kernels as eager: identical numbers
         assert parity["max_box_diff"] == 0 and parity["max_score_diff"] == 0
@@ -89,19 +89,6 @@ def test_cli_exports_one_static_image_and_prints_parity_numbers(tiny_synth, tmp_
     assert image.name == "image" and image.shape == [3, 96, 96]
 
 
-def test_matching_ignores_order_and_reports_the_largest_differences():
-    reference = (torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), torch.tensor([0.9, 0.8]), torch.tensor([1, 2]))
-    swapped = (torch.tensor([[20.0, 20, 30, 30.5], [0, 0, 10, 10]]), torch.tensor([0.8, 0.9001]),
-               torch.tensor([2, 1]))
-    report = compare_detections(reference, swapped, score_threshold=0.5)
-    assert report["unmatched"] == 0 and report["count_reference"] == report["count_candidate"] == 2
-    assert report["max_box_diff"] == pytest.approx(0.5) and report["max_score_diff"] == pytest.approx(1e-4, abs=1e-6)
-    relabelled = (swapped[0], swapped[1], torch.tensor([2, 3]))
-    assert compare_detections(reference, relabelled, score_threshold=0.5)["unmatched"] == 1
-    below = compare_detections(reference, swapped, score_threshold=0.85)  # only the 0.9 box counts
-    assert below["count_reference"] == below["count_candidate"] == 1 and below["max_box_diff"] == 0
-
-
 def test_letterbox_keeps_the_aspect_ratio_and_pads_with_black():
     image = torch.ones(3, 32, 64)
     boxed = letterbox(image, 128)
@@ -118,3 +105,19 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(TardistillError, match=r"pip install 'tardistill\[export\]'"):
         load_exported(tmp_path / "m.onnx", "onnx")
+
+
+def test_mobilenet_v3_fpn_student_passes_at_the_default_threshold(tiny_synth, tmp_path):
+    # Untrained, it scores nearly every box alike: NMS ties everywhere, and at the cut of 100
+    # (the failure of issue 15: a 5-step MobileNetV3 student, max box diff 7.47e-02 px).
+    config = load_config(None, ["model.architecture=fasterrcnn_mobilenet_v3_large_fpn", "model.min_size=64",
+                                "model.max_size=64"])
+    torch.manual_seed(0)
+    detector = detector_from_config(config.model, len(SYNTH_CLASSES))
+    path = save_model(tmp_path / "mbv3.safetensors", detector,
+                      {"config": config_to_dict(config), "classes": list(SYNTH_CLASSES)})
+    result = commands.export(path, tmp_path / "mbv3.onnx", export_format="onnx", image_size=None,
+                             check_images=tiny_synth / "test", max_check_images=4, score_threshold=None)
+    parity = result["parity"]
+    assert parity["score_threshold"] == 0.05 and parity["detections"] >= 100, parity
+    assert parity["passed"], parity

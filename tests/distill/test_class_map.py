@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tardistill.config import load_config
 from tardistill.data.voc import VOC_CLASSES
@@ -50,13 +51,34 @@ def test_map_by_name_label_same_name_and_file(tmp_path):
     assert resolve_class_map(None, TEACHER, TEACHER, teacher="t") is None  # one class list: no map
 
 
-def test_mismatched_classes_without_a_map_say_what_differs():
-    with pytest.raises(ConfigError, match=r"teacher \(t.pth\) and the student have different classes "
-                                          r"\(3 teacher and 2 student classes; only the student has kitten; "
-                                          r"only the teacher has dog, bird\); set distill.class_map"):
-        resolve_class_map(None, TEACHER, ["cat", "kitten"], teacher="t.pth")
-    with pytest.raises(ConfigError, match="same names in another order"):
-        resolve_class_map(None, TEACHER, ["dog", "cat", "bird"], teacher="t.pth")
+def test_without_a_map_classes_are_matched_by_name():
+    assert resolve_class_map(None, TEACHER, ["bird", "cat"], teacher="t") == MAP
+    assert resolve_class_map({}, TEACHER, ["bird", "cat"], teacher="t") == MAP
+    # the COCO teacher of a COCO-format subset: its names are COCO's, their labels the category ids
+    coco_subset = resolve_class_map(None, coco_classes(), ["car", "person"], teacher="coco.pth")
+    assert coco_subset == ClassMap((0, 3, 1), num_teacher_classes=91)
+
+
+def test_classes_missing_by_name_are_named_with_the_yaml_to_write():
+    with pytest.raises(ConfigError) as error:
+        resolve_class_map(None, coco_classes(), ["person", "aeroplane", "sofa"], teacher="coco.pth")
+    first, *block = str(error.value).splitlines()
+    assert first.startswith("distill.class_map: the teacher (coco.pth) has no class named aeroplane, sofa ")
+    assert "label (1..90)" in first
+    # the block is the config section to paste: the closest teacher name where one is close, else null
+    assert yaml.safe_load("\n".join(block)) == {"distill": {"class_map": {"aeroplane": "airplane", "sofa": None}}}
+    with pytest.raises(ConfigError, match="sofa: expected a teacher class name or label, got None"):
+        resolve_class_map({"aeroplane": "airplane", "sofa": None}, coco_classes(), ["aeroplane", "sofa"],
+                          teacher="coco.pth")
+
+
+def test_teacher_detections_are_relabelled_onto_the_student_classes():
+    detections = {"boxes": torch.arange(12.0).reshape(3, 4), "scores": torch.tensor([0.9, 0.8, 0.7]),
+                  "labels": torch.tensor([2, 3, 1])}  # dog, bird, cat
+    mapped = MAP.student_detections(detections)
+    # dog is no student class: dropped; bird is student label 1 (kitten), cat label 2 (puppy)
+    assert mapped["labels"].tolist() == [1, 2] and mapped["scores"].tolist() == pytest.approx([0.8, 0.7])
+    assert mapped["boxes"].tolist() == detections["boxes"][1:].tolist()
 
 
 @pytest.mark.parametrize("mapping, student, match", [
@@ -65,7 +87,7 @@ def test_mismatched_classes_without_a_map_say_what_differs():
     ({"kitten": 0}, ["kitten"], r"outside 1..3 \(0 is the background\)"),
     ({"kitten": "cow"}, ["kitten"], "'cow' is not a teacher class"),
     ({"kitten": [1]}, ["kitten"], "expected a teacher class name or label"),
-    ({}, ["kitten"], "student class kitten: 'kitten' is not a teacher class; map it"),
+    ({"puppy": "dog"}, ["kitten", "puppy"], "has no class named kitten"),
     ({"kitten": "cat", "puppy": 1}, ["kitten", "puppy"], r"several student classes map to teacher class cat \(label 1\)"),
 ])
 def test_bad_maps_are_refused(mapping, student, match):
@@ -76,6 +98,8 @@ def test_bad_maps_are_refused(mapping, student, match):
 def test_ambiguous_teacher_name_needs_a_label():
     with pytest.raises(ConfigError, match="'N/A' names several teacher classes; use a label"):
         resolve_class_map({"kitten": "N/A"}, ["N/A", "cat", "N/A"], ["kitten"], teacher="t")
+    with pytest.raises(ConfigError, match="has no class named N/A"):  # by name, it is no one class either
+        resolve_class_map(None, ["N/A", "cat", "N/A"], ["N/A"], teacher="t")
 
 
 def test_two_stage_teacher_outputs_are_gathered_onto_the_student_classes():
