@@ -3,10 +3,12 @@ weights come from a local file (a torchvision .pth, a reference-script checkpoin
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from tardistill.config import DistillConfig, ModelConfig, config_from_dict
-from tardistill.engine.setup import load_detector, zoo_detector_from_file
+from tardistill.engine.setup import load_detector, zoo_detector_from_file, zoo_model_config
 from tardistill.errors import ConfigError
 from tardistill.models.checkpoint import read_checkpoint_meta
 from tardistill.models.zoo import coco_classes, zoo_architecture
@@ -37,10 +39,8 @@ def teacher_model_config(terms: DistillConfig, student: ModelConfig) -> ModelCon
     the zoo builder with the student's image size and proposal settings."""
     if not terms.teacher_architecture:
         model = config_from_dict(read_checkpoint_meta(terms.teacher)["config"], source=str(terms.teacher)).model
-        return dataclasses.replace(model, weights=None, backbone_weights=None)
-    spec = zoo_architecture(terms.teacher_architecture, key="distill.teacher_architecture")
-    return dataclasses.replace(student, kind=spec.kind, architecture=terms.teacher_architecture,
-                               pretrained_setup=True, weights=None, backbone_weights=None)
+        return replace(model, weights=None, backbone_weights=None)
+    return zoo_model_config(student, terms.teacher_architecture, key="distill.teacher_architecture")
 
 
 def teacher_class_names(spec: list[str] | str | None) -> list[str]:

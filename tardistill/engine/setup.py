@@ -136,6 +136,14 @@ def inference_settings(model_keys: dict[str, Any], saved: dict[str, Any], *, che
     return changed
 
 
+def zoo_model_config(model: ModelConfig, architecture: str, *, key: str) -> ModelConfig:
+    """`model`'s image size and settings for the zoo builder `architecture`, set up for loaded weights,
+    with no weights file named (key: the config key that named the architecture, for errors)."""
+    spec = zoo_architecture(architecture, key=key)
+    return dataclasses.replace(model, kind=spec.kind, architecture=architecture, pretrained_setup=True,
+                               weights=None, backbone_weights=None)
+
+
 def zoo_detector_from_file(model: ModelConfig, architecture: str, num_classes: int, weights: str | Path, *,
                            key: str) -> nn.Module:
     """A torchvision zoo detector with `model`'s image size and settings, every tensor from `weights`.
@@ -147,10 +155,7 @@ def zoo_detector_from_file(model: ModelConfig, architecture: str, num_classes: i
     Args:
         key: the config key that named the architecture, for error messages.
     """
-    spec = zoo_architecture(architecture, key=key)
-    config = dataclasses.replace(model, kind=spec.kind, architecture=architecture, pretrained_setup=True,
-                                 weights=None, backbone_weights=None)
-    detector = detector_from_config(config, num_classes)
+    detector = detector_from_config(zoo_model_config(model, architecture, key=key), num_classes)
     load_detector_weights(detector, Path(weights), strict=True)
     return detector
 
