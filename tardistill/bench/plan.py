@@ -105,12 +105,16 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
     runs += [RunSpec(frcnn, "none", "student", s, "main", dataset=d) for s in seeds_of("main")
              for d in preset.datasets]
     runs += [RunSpec(frcnn, "tar", "full", s, "main", dataset=d) for s in seeds_of("main") for d in preset.datasets]
-    runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in seeds_of("baselines")
-             for d in preset.datasets for method in BASELINES]
+    # Then the comparison with the baselines on the first dataset, the decay verdict, the baselines on
+    # the other datasets, the sensitivity table and the rest of the ablation.
+    baselines = [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in seeds_of("baselines")
+                 for d in preset.datasets for method in BASELINES]
+    runs += [r for r in baselines if r.dataset == first]
     runs += [RunSpec(frcnn, "tar", "full_no_decay", s, "components", NO_DECAY, dataset=first)
              for s in seeds_of("components")]
-    runs += [RunSpec(frcnn, "tar", name, 0, "components", o, dataset=first) for name, o in COMPONENTS.items()]
+    runs += [r for r in baselines if r.dataset != first]
     runs += [RunSpec(frcnn, "tar", name, 0, "sensitivity", o, dataset=first) for name, o in SENSITIVITY.items()]
+    runs += [RunSpec(frcnn, "tar", name, 0, "components", o, dataset=first) for name, o in COMPONENTS.items()]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o, dataset=first) for name, o in CHOICES.items()]
     if "retinanet" in preset.overrides:
         runs += [RunSpec(retina, "teacher", "default", 0, "reference", dataset=first),
