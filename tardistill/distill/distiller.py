@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
-from tardistill.distill.adapters import build_fpn_adapters
+from tardistill.distill.adapters import build_fpn_adapters, teacher_on_student_grid
 from tardistill.distill.class_map import ClassMap
 from tardistill.distill.decay import DECAYS, decay_weight
 from tardistill.distill.methods.base import DistillMethod, FpnLevel, Outputs
@@ -73,10 +73,9 @@ class Distiller(LossModule):
         self.teacher.requires_grad_(False)
         self.weights = self.method.loss_weights(self.kind)
         self.needs = self.method.forward_needs(self.kind)
-        self.adapters, self.fpn_strides, self.method_modules = None, {}, None
+        self.adapters, self.level_matches, self.method_modules = None, {}, None
         if self.needs.teacher_features:
-            self.adapters, self.fpn_strides = build_fpn_adapters(teacher.backbone, student.backbone,
-                                                                 remedy=self.method.fpn_remedy)
+            self.adapters, self.level_matches = build_fpn_adapters(teacher.backbone, student.backbone)
             # Built after the adapters, so that a seed gives both the same initial values as always.
             self.method_modules = self.method.build_modules(
                 {name: conv.out_channels for name, conv in self.adapters.convs.items()})
@@ -120,17 +119,21 @@ class Distiller(LossModule):
         return losses
 
     def _levels(self, out: Outputs) -> list[FpnLevel]:
-        """Every FPN level with the student's features adapted; none when no feature term is active."""
+        """Every student FPN level, adapted, beside the teacher's map on its grid (adapters.py); none
+        when no feature term is active."""
         if self.adapters is None:
             return []
         levels = []
         for name, student_feat in self.adapters(out.student_features).items():
-            teacher_feat = out.teacher_features[name]
-            if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
-                raise ConfigError(f"distill: FPN level {name} is {tuple(teacher_feat.shape[-2:])} in "
-                                  f"the teacher but {tuple(student_feat.shape[-2:])} in the student; "
+            match = self.level_matches[name]
+            size = tuple(student_feat.shape[-2:])
+            teacher_feat = teacher_on_student_grid(out.teacher_features[match.teacher], match, size)
+            if tuple(teacher_feat.shape[-2:]) != size:
+                raise ConfigError(f"distill: FPN level {name} of the student is {size} but the teacher's "
+                                  f"level {match.teacher} gives {tuple(teacher_feat.shape[-2:])} on its grid "
+                                  f"({match.resampling}, stride {match.teacher_stride} -> {match.stride}); "
                                   + self.method.fpn_remedy)
-            levels.append(FpnLevel(name, student_feat, teacher_feat, self.fpn_strides[name]))
+            levels.append(FpnLevel(name, student_feat, teacher_feat, match.stride))
         return levels
 
     def loss_weights(self, step: int, total_steps: int) -> dict[str, float]:

@@ -95,11 +95,13 @@ def test_heterogeneous_pair_trains():
     assert student.roi_heads.box_head.fc6.weight.grad.abs().sum() > 0
 
 
-def test_different_fpn_levels_refuse_fpn_imitation_only():
+def test_different_fpn_levels_are_matched_by_stride():
     teacher = tiny_faster_rcnn(seed=1)
     student = tiny_faster_rcnn(returned_layers=[2, 3, 4])  # strides 8..64 under the names 0..pool
-    with pytest.raises(ConfigError, match="set distill.fpn_weight=0"):
-        Distiller(teacher, student)
+    distiller = Distiller(teacher, student)
+    assert {name: m.teacher for name, m in distiller.level_matches.items()} == {
+        "0": "1", "1": "2", "2": "3", "pool": "pool"}
+    assert "kd/fpn" in distiller(*tiny_batch())
     distiller = Distiller(teacher, student, fpn_weight=0.0)
     losses = distiller(*tiny_batch())
     assert "kd/fpn" not in losses and {"kd/cls", "kd/reg"} <= set(losses)

@@ -27,6 +27,15 @@ def test_partly_correlated_channels_hand_computed():
     assert pkd_loss(student, teacher).item() == pytest.approx(1 / 6, rel=1e-5)
 
 
+def test_a_single_cell_per_channel_counts_as_constant():
+    # one image, a 1 x 1 level: the unbiased deviation of one value is nan
+    student = torch.tensor([[[[2.0]], [[-1.0]]]], requires_grad=True)  # [N=1, C=2, H=1, W=1]
+    loss = pkd_loss(student, torch.tensor([[[[5.0]], [[3.0]]]]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(student.grad, torch.zeros_like(student))
+
+
 def test_scale_and_offset_do_not_matter_and_the_teacher_gets_no_gradient():
     teacher = torch.randn(2, 3, 4, 4, requires_grad=True)
     student = (3.0 * teacher.detach() + 2.0).requires_grad_(True)

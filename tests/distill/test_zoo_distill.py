@@ -1,5 +1,6 @@
 """A torchvision zoo pair end to end: a COCO-class fasterrcnn_resnet50_fpn_v2 teacher, read from a
-reference-script checkpoint, distils into fasterrcnn_mobilenet_v3_large_fpn on the 10 synthetic classes."""
+reference-script checkpoint, distils into fasterrcnn_mobilenet_v3_large_fpn on the 10 synthetic classes,
+with every method, although their FPN strides differ."""
 
 import argparse
 import json
@@ -12,6 +13,8 @@ from tardistill.bench.distill_cost import measure_step_times
 from tardistill.commands import distill
 from tardistill.config import load_config, save_config
 from tardistill.data.synthetic import SYNTH_CLASSES
+from tardistill.distill import Distiller
+from tardistill.distill.methods.registry import METHODS
 from tardistill.distill.pair import build_pair
 from tardistill.distill.teacher import load_teacher
 from tardistill.engine.setup import load_detector
@@ -46,21 +49,46 @@ def zoo_overrides(tiny_synth, teacher):
             *(f"distill.class_map.{name}={label}" for name, label in SHAPES_TO_COCO.items())]
 
 
-def test_zoo_teacher_distils_heads_and_refuses_fpn_imitation(tmp_path, tiny_synth, coco_teacher_checkpoint):
-    overrides = zoo_overrides(tiny_synth, coco_teacher_checkpoint)
-    # R50-FPN has levels at strides 4, 8, 16, 32, 64; the MobileNet FPN at 32, 32 and 64
-    with pytest.raises(ConfigError, match=r"FPN imitation needs the same FPN levels and strides.*"
-                                          r"set distill.fpn_weight=0 to distill only the detection heads"):
-        distill(None, [*overrides, "distill.fpn_weight=1.0"], tmp_path / "refused")
-    assert not (tmp_path / "refused" / "metrics.jsonl").exists()
-
-    result = distill(None, [*overrides, "distill.fpn_weight=0"], tmp_path / "run")
+def test_zoo_teacher_distils_fpn_and_heads(tmp_path, tiny_synth, coco_teacher_checkpoint):
+    # R50-FPN has levels at strides 4, 8, 16, 32, 64; the MobileNet FPN at 32, 32 and 64, both of
+    # whose stride-32 levels imitate R50's
+    result = distill(None, [*zoo_overrides(tiny_synth, coco_teacher_checkpoint), "distill.fpn_weight=1.0"],
+                     tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "train"]
-    assert len(steps) == 2 and all("kd/cls" in r and "kd/reg" in r and "kd/fpn" not in r for r in steps)
+    assert len(steps) == 2 and all({"kd/fpn", "kd/cls", "kd/reg"} <= set(r) for r in steps)
     student, meta = load_detector(result["checkpoint"])  # a plain torchvision MobileNet Faster R-CNN
     assert meta["classes"] == list(SYNTH_CLASSES)
     assert student.roi_heads.box_predictor.cls_score.out_features == len(SYNTH_CLASSES) + 1
+
+
+@pytest.fixture(scope="module")
+def zoo_pair():
+    """fasterrcnn_resnet50_fpn_v2 and fasterrcnn_mobilenet_v3_large_fpn, random, on 64 px inputs."""
+    sizes = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
+             "rpn_batch_size_per_image": 32, "box_batch_size_per_image": 16}
+    torch.manual_seed(0)
+    return (build_zoo_detector("fasterrcnn_resnet50_fpn_v2", num_classes=2, pretrained=True, **sizes),
+            build_zoo_detector("fasterrcnn_mobilenet_v3_large_fpn", num_classes=2, pretrained=True, **sizes))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_distils_r50_fpn_into_mobilenet_fpn(method, zoo_pair):
+    teacher, student = zoo_pair
+    student.zero_grad()
+    distiller = Distiller(teacher, student, method=method)
+    images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))]
+    targets = [{"boxes": torch.tensor([[8.0, 12.0, 44.0, 60.0]]), "labels": torch.tensor([1])}]
+    losses = distiller(images, targets)
+    assert all(torch.isfinite(value) for value in losses.values())
+    total, _ = distiller.weighted_total(losses, 0, 10)
+    total.backward()
+    if method == "none":
+        assert distiller.adapters is None
+        return
+    assert {name: m.teacher for name, m in distiller.level_matches.items()} == {"0": "3", "1": "3", "pool": "pool"}
+    grads = [conv.weight.grad for conv in distiller.adapters.convs.values()]
+    assert all(grad is not None for grad in grads) and any(grad.abs().sum() > 0 for grad in grads)
 
 
 def test_zoo_teacher_on_other_classes_needs_a_map(tmp_path, tiny_synth, coco_teacher_checkpoint):

@@ -28,12 +28,17 @@ BOTH_KINDS = ("faster_rcnn", "retinanet")
 
 @dataclass(frozen=True)
 class FpnLevel:
-    """One FPN level of the shared batch, with the student's features adapted to the teacher's channels."""
+    """One student FPN level of the shared batch, beside the teacher's map on the same grid.
 
-    name: str
-    student: Tensor  # [N, C, H, W], adapted; trains the student and the adapter
+    The teacher's map is that of the teacher level of the same stride, or of the nearest one
+    resampled onto the student's grid (adapters.teacher_on_student_grid), so masks and losses are
+    computed on the student level's cells.
+    """
+
+    name: str  # the student level's
+    student: Tensor  # [N, C, H, W], adapted to the teacher's channels; trains the student and the adapter
     teacher: Tensor  # [N, C, H, W], computed without gradient
-    stride: int  # input pixels per cell
+    stride: int  # the student level's, input pixels per cell
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class DistillMethod:
 
         Args:
             out: the forward's outputs; the teacher parts are there when `forward_needs` asked for them.
-            levels: every FPN level, adapted; empty when no feature term is active.
+            levels: every student FPN level, adapted, with the teacher's map on its grid; empty when no
+                feature term is active.
             modules: what `build_modules` returned, or None.
         """
         raise NotImplementedError
@@ -86,7 +92,8 @@ class DistillMethod:
         They live on the Distiller, never in the student, and are trained with it.
 
         Args:
-            channels: FPN level name -> the teacher's channels (the adapted student's too).
+            channels: student FPN level name -> the channels of the teacher level it imitates (the
+                adapted student's too).
         """
         return None
 
@@ -99,7 +106,7 @@ class DistillMethod:
     @property
     def fpn_remedy(self) -> str:
         """The end of the error for FPN levels that differ between teacher and student."""
-        return f"method {self.name} imitates every FPN level, so the student needs the teacher's levels"
+        return f"method {self.name} imitates every FPN level, so it cannot run on this pair"
 
 
 def check_ranges(method: str, values: Mapping[str, float | None], *, positive: tuple[str, ...] = ()) -> None:

@@ -139,7 +139,7 @@ class FGD(DistillMethod):
 
     def _level_terms(self, gt_boxes: list[Tensor], level: FpnLevel, blocks: nn.Module) -> dict[str, Tensor]:
         student_feat, teacher_feat = level.student, level.teacher
-        height, width = teacher_feat.shape[-2:]
+        height, width = student_feat.shape[-2:]  # the teacher map is on the same grid
         fg, bg = fgd_batch_masks(gt_boxes, height=height, width=width, stride=level.stride)
         # The student's attention is computed on its adapted features, so the attention term trains it.
         s_spatial, s_channel = fgd_attention(student_feat, temperature=self.temperature)

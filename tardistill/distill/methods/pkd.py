@@ -32,6 +32,10 @@ def pearson_standardize(features: Tensor) -> Tensor:
         Tensor[N, C, H, W].
     """
     mean = features.mean(dim=(0, 2, 3), keepdim=True)
+    if features.numel() == features.shape[1]:
+        # One value per channel (one image, a 1 x 1 level: MobileNetV3-FPN's pool level at 64 px):
+        # the unbiased deviation is nan; the channel is constant, which maps to 0 (kept in the graph).
+        return features - mean
     std = features.std(dim=(0, 2, 3), keepdim=True)
     return (features - mean) / (std + PKD_EPS)
 

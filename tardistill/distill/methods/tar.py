@@ -83,7 +83,7 @@ class TAR(DistillMethod):
         return losses
 
     def _gaussian_level(self, gt_boxes: list[Tensor], level: FpnLevel) -> Tensor:
-        height, width = level.teacher.shape[-2:]
+        height, width = level.student.shape[-2:]  # the teacher map is on the same grid
         mask = gaussian_masks(gt_boxes, height=height, width=width, stride=level.stride, beta=self.beta,
                               truncate=self.truncate)
         return fpn_imitation_loss(level.student, level.teacher, mask, norm=self.fpn_norm)
