@@ -1,0 +1,44 @@
+"""The raw TAR terms at step 0 of a benchmark TAR run, in the shipped units and in the first ones.
+
+Usage (after `tardistill bench reproduce --preset cpu` has trained the teacher of DATASET):
+    python scripts/loss_scale_probe.py [synth|digits] [SWEEP_DIR]
+
+Prints one JSON line per batch and FPN unit: the summed detection loss and the unweighted kd/* terms,
+for the run's fresh (pretrained) student and its trained teacher. docs/METHOD.md quotes the result.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from tardistill.bench.plan import RunSpec
+from tardistill.bench.presets import PRESETS
+from tardistill.bench.reproduce import run_config
+from tardistill.data.loader import collate_detection
+from tardistill.distill.distiller import Distiller
+from tardistill.distill.pair import build_pair
+from tardistill.engine.setup import dataset_for
+
+
+def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int = 3) -> None:
+    torch.set_num_threads(1)
+    config = run_config(RunSpec("faster_rcnn", "tar", "full", 0, "main", dataset=dataset), PRESETS["cpu"],
+                        Path(sweep))
+    train = dataset_for(config.data, config.data.train_split, train=True)
+    pair = build_pair(config, list(train.classes))
+    torch.manual_seed(0)
+    for index in range(batches):
+        images, targets = collate_detection([train[i] for i in range(8 * index, 8 * index + 8)])
+        for units in ("standard", "sum"):
+            distiller = Distiller(pair.teacher, pair.student, fpn_norm=units).train()
+            with torch.no_grad():
+                losses = distiller(images, targets)
+            det = sum(v.item() for k, v in losses.items() if k.startswith("det/"))
+            print(json.dumps({"batch": index, "fpn_norm": units, "det_total": round(det, 3),
+                              **{k: round(v.item(), 4) for k, v in losses.items() if k.startswith(("kd/", "stat/"))}}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
