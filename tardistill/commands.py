@@ -23,20 +23,17 @@ def make_dataset(name: str, out: Path, **options: Any) -> dict[str, Any]:
 def train(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
           overwrite: bool = False) -> dict[str, Any]:
     """`tardistill train`: train, keep the best checkpoint on val, report test metrics."""
-    from tardistill.engine.runs import run_and_test, train_detector
+    from tardistill.engine.runs import train as train_detector
 
-    config = load_config(config_path, overrides)
-    return run_and_test(config, out, train_detector, resume=resume, overwrite=overwrite)
+    return train_detector(load_config(config_path, overrides), out, resume=resume, overwrite=overwrite)
 
 
 def distill(config_path: str, overrides: list[str], out: Path, *, resume: bool = False,
             overwrite: bool = False) -> dict[str, Any]:
     """`tardistill distill`: train a student with the teacher named by distill.teacher."""
-    from tardistill.distill.runs import distill_student
-    from tardistill.engine.runs import run_and_test
+    from tardistill.distill.runs import train_student
 
-    config = load_config(config_path, overrides)
-    return run_and_test(config, out, distill_student, resume=resume, overwrite=overwrite)
+    return train_student(load_config(config_path, overrides), out, resume=resume, overwrite=overwrite)
 
 
 def evaluate(config_path: str, overrides: list[str], checkpoint: Path | None, *, split: str,

@@ -229,7 +229,7 @@ class DistillConfig:
 
 @dataclass
 class Config:
-    """One experiment."""
+    """One experiment: its seed, name and data, model, train and distill sections (docs/CONFIG.md)."""
 
     # seeds Python, NumPy and torch: CPU runs repeat exactly
     seed: int = field(default=0, metadata=between(0, 2**32 - 1))
@@ -243,6 +243,11 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file (or start from defaults), then apply `a.b=value` overrides."""
     return config_from_dict(_raw_config(path, overrides), source=str(path) if path else "overrides")
+
+
+def as_config(config: Config | str | Path) -> Config:
+    """`config` itself, or the Config of the YAML file at that path."""
+    return config if isinstance(config, Config) else load_config(config)
 
 
 def override_keys(overrides: list[str] | tuple[str, ...], section: str) -> list[str]:

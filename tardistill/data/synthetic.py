@@ -11,6 +11,7 @@ is skipped if it would hide more than 60% of an earlier one. `area` is the box a
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -184,10 +185,27 @@ def object_color(rng, canvas, sprite):
     return np.clip(local + direction / np.linalg.norm(direction) * rng.uniform(0.12, 0.2), 0, 1)
 
 
-def _try_object(rng, size, owner, visible, areas, shapes):
+@dataclasses.dataclass(frozen=True)
+class SceneStyle:
+    """How busy a scene is; the defaults are the benchmark's. Counts are drawn from [low, high).
+
+    objects: objects wanted per image. min_extent (px), max_extent (fraction of the image side): the
+    range of an object's longest side, drawn log-uniformly. clutter: distractors under the objects;
+    thin_clutter: thin ones over them.
+    """
+
+    objects: tuple[int, int] = (2, 9)
+    min_extent: float = 8.0
+    max_extent: float = 0.5
+    clutter: tuple[int, int] = (3, 11)
+    thin_clutter: tuple[int, int] = (0, 3)
+
+
+def _try_object(rng, size, owner, visible, areas, shapes, style):
     """Draw a random object, unless it would hide too much of an earlier one.
 
     shapes: the class names and, for each, rng -> (list of (outline, fill), base rotation in degrees).
+    style: the scene's SceneStyle, for the object's size.
 
     Returns:
         None, or (label 0..K-1, xyxy box, sprite, covered: its pixels in the sprite's window,
@@ -195,7 +213,7 @@ def _try_object(rng, size, owner, visible, areas, shapes):
     """
     label = int(rng.integers(len(shapes)))
     polygons, rotation = list(shapes.values())[label](rng)
-    extent = math.exp(rng.uniform(math.log(8), math.log(size / 2)))
+    extent = math.exp(rng.uniform(math.log(style.min_extent), math.log(size * style.max_extent)))
     aspect = math.exp(rng.uniform(-0.25, 0.25))
     placed = place_outline(polygons, rotation + rng.uniform(-12, 12), extent, aspect, rng, size)
     sprite = rasterize(placed, size)
@@ -214,22 +232,22 @@ def _try_object(rng, size, owner, visible, areas, shapes):
 SYNTH_SHAPES = {name: functools.partial(_shape, name) for name in SYNTH_CLASSES}
 
 
-def render_scene(rng, image_size, shapes):
-    """A textured, cluttered image with 2-8 objects of the given shapes (see _try_object).
+def render_scene(rng, image_size, shapes, style=SceneStyle()):
+    """A textured, cluttered image with objects of the given shapes (see _try_object and SceneStyle).
 
     Returns (uint8 [S,S,3], list of (label 1..K, xyxy box)).
     """
     canvas = draw_background(rng, image_size)
-    for _ in range(int(rng.integers(3, 11))):
+    for _ in range(int(rng.integers(*style.clutter))):
         blend(canvas, draw_clutter(rng, image_size), rng.uniform(0, 1, 3))
     # owner: which object shows at each pixel; visible/areas: its shown and full pixel counts.
     owner = np.full((image_size, image_size), -1, dtype=np.int64)
     visible, areas, objects = np.zeros(0, dtype=np.int64), [], []
-    wanted = int(rng.integers(2, 9))
+    wanted = int(rng.integers(*style.objects))
     for _ in range(3 * wanted):
         if len(objects) == wanted:
             break
-        drawn = _try_object(rng, image_size, owner, visible, areas, shapes)
+        drawn = _try_object(rng, image_size, owner, visible, areas, shapes, style)
         if drawn is None:
             continue
         label, box, sprite, covered, hidden = drawn
@@ -238,7 +256,7 @@ def render_scene(rng, image_size, shapes):
         visible = np.append(visible - hidden, int(covered.sum()))
         areas.append(int(covered.sum()))
         objects.append((label + 1, box))
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(*style.thin_clutter))):
         blend(canvas, draw_clutter(rng, image_size, thin_only=True), rng.uniform(0, 1, 3),
               opacity=0.8)
     canvas += rng.normal(0, rng.uniform(0.01, 0.04), canvas.shape).astype(np.float32)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tardistill.config import Config
+from tardistill.config import Config, as_config
 from tardistill.distill.pair import build_distiller, build_pair, check_distill_config
-from tardistill.engine.runs import run_training
+from tardistill.engine.runs import run_and_test, run_training
 from tardistill.engine.setup import dataset_for, seed_everything
 from tardistill.engine.trainer import PrefixedLosses
 
@@ -25,3 +25,14 @@ def distill_student(config: Config, out_dir: Path, *, resume: bool = False) -> d
     model = PrefixedLosses(pair.student) if pair.teacher is None else build_distiller(pair, terms)
     return run_training(config, model, pair.student, train_set, out_dir, resume=resume,
                         meta={"role": "student", "teacher": terms.teacher})
+
+
+def train_student(config: Config | str | Path, out: str | Path, *, resume: bool = False,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Distill the student of `config` (a Config or a YAML path) into the run folder `out`, as
+    `tardistill distill` does; returns result.json's content (test_metrics, checkpoint, ...).
+
+    (Not called `distill`: that is the name of the package tardistill.distill.)
+    resume: continue the saved state in `out`. overwrite: move a run already in `out` aside first.
+    """
+    return run_and_test(as_config(config), Path(out), distill_student, resume=resume, overwrite=overwrite)

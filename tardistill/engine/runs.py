@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tardistill.config import Config, config_to_dict, save_config
+from tardistill.config import Config, as_config, config_to_dict, save_config
 from tardistill.data.bad_samples import merge_reasons, skipped_report
 from tardistill.data.loader import check_splits_agree
 from tardistill.engine.distributed import init_distributed, is_main, run_on_main
@@ -56,6 +56,16 @@ def train_detector(config: Config, out_dir: Path, *, resume: bool = False) -> di
     detector = detector_from_config(config.model, len(train_set.classes))
     return run_training(config, PrefixedLosses(detector), detector, train_set, out_dir,
                         meta={"role": "detector"}, resume=resume)
+
+
+def train(config: Config | str | Path, out: str | Path, *, resume: bool = False,
+          overwrite: bool = False) -> dict[str, Any]:
+    """Train the detector of `config` (a Config or a YAML path) into the run folder `out`, as
+    `tardistill train` does; returns result.json's content (test_metrics, checkpoint, ...).
+
+    resume: continue the saved state in `out`. overwrite: move a run already in `out` aside first.
+    """
+    return run_and_test(as_config(config), Path(out), train_detector, resume=resume, overwrite=overwrite)
 
 
 def run_and_test(config: Config, out: Path, runner: Callable[..., dict[str, Any]], *, resume: bool = False,
