@@ -3,8 +3,8 @@
 import pytest
 
 from tardistill.bench.summary import (
-    ablation_claims, component_rows, convergence, dataset_claims, headline_rows, mean_std, sensitivity_claim,
-    sensitivity_grid, verdict)
+    ablation_claims, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
+    paired_text, sensitivity_claim, sensitivity_grid, verdict)
 
 
 def record(method, variant="default", seed=0, ap=0.3, detector="faster_rcnn", group="main", dataset="synth",
@@ -63,8 +63,18 @@ def test_dataset_claims_on_constructed_records():
     assert found["TAR at the shipped defaults is at least level with the best baseline (best on validation)"] == (
         "did not hold (-2.0 AP against fgd, TAR's seed std 1.0; the baseline has one seed)")
     assert found["Share of the teacher-student gap TAR closes"] == "50%"
+    assert found["TAR minus the student alone, seed by seed (same initialisation and data order)"] == (
+        "+10.0, +10.0, +10.0 AP (seeds 0, 1, 2); positive on 3 of 3")
     assert dict(dataset_claims(records, "digits"))["Share of the teacher-student gap TAR closes"] == (
         "not measured (runs missing)")
+
+
+def test_paired_gains_use_only_the_seeds_both_sides_ran():
+    tar = seeds("tar", "full", (0.31, 0.29, 0.35))
+    student = seeds("none", "student", (0.30, 0.30))
+    assert paired_gains(tar, student) == pytest.approx({0: 1.0, 1: -1.0})
+    assert paired_text(paired_gains(tar, student)) == "+1.0, -1.0 AP (seeds 0, 1); positive on 1 of 2"
+    assert paired_text({}) == "no seed run by both"
 
 
 def test_ablation_claims_label_one_seed_differences_unconfirmed():
