@@ -7,7 +7,8 @@ from typing import Any
 
 from tardistill.config import Config, as_config
 from tardistill.distill.pair import build_distiller, build_pair, check_distill_config
-from tardistill.engine.runs import run_and_test, run_training
+from tardistill.engine.runs import check_data, run_and_test, run_training
+from tardistill.errors import TardistillError
 from tardistill.engine.setup import dataset_for, seed_everything
 from tardistill.engine.trainer import PrefixedLosses
 
@@ -27,6 +28,15 @@ def distill_student(config: Config, out_dir: Path, *, resume: bool = False) -> d
                         meta={"role": "student", "teacher": terms.teacher})
 
 
+def check_distill_inputs(config: Config) -> None:
+    """The method, its options, the teacher file and the data, checked before a run is moved aside."""
+    check_distill_config(config)
+    teacher = config.distill.teacher
+    if config.distill.method != "none" and not Path(teacher).is_file():
+        raise TardistillError(f"{teacher}: checkpoint not found (distill.teacher)")
+    check_data(config)
+
+
 def train_student(config: Config | str | Path, out: str | Path, *, resume: bool = False,
                   overwrite: bool = False) -> dict[str, Any]:
     """Distill the student of `config` (a Config or a YAML path) into the run folder `out`, as
@@ -35,4 +45,5 @@ def train_student(config: Config | str | Path, out: str | Path, *, resume: bool 
     (Not called `distill`: that is the name of the package tardistill.distill.)
     resume: continue the saved state in `out`. overwrite: move a run already in `out` aside first.
     """
-    return run_and_test(as_config(config), Path(out), distill_student, resume=resume, overwrite=overwrite)
+    return run_and_test(as_config(config), Path(out), distill_student, resume=resume, overwrite=overwrite,
+                        check=check_distill_inputs)

@@ -33,6 +33,11 @@ RUN_FILES = ("result.json", "final.safetensors", "best.safetensors", TRAIN_STATE
              "config.yaml", "tensorboard")
 
 
+def holds_a_run(out: Path) -> bool:
+    """Whether `out` holds any file of a started or finished run."""
+    return any((out / name).exists() for name in RUN_FILES)
+
+
 def has_saved_state(out: Path) -> bool:
     """Whether `out` holds a training state that --resume can continue."""
     return (out / TRAIN_STATE).is_file()

@@ -18,7 +18,7 @@ from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
                                      detector_from_config, primary_metric, seed_everything, select_device,
                                      use_bf16)
-from tardistill.engine.run_folder import claimed_run_folder, has_saved_state
+from tardistill.engine.run_folder import claimed_run_folder, has_saved_state, holds_a_run
 from tardistill.engine.trainable import Trainable
 from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit, start_state
 from tardistill.errors import ConfigError
@@ -69,14 +69,27 @@ def train(config: Config | str | Path, out: str | Path, *, resume: bool = False,
 
 
 def run_and_test(config: Config, out: Path, runner: Callable[..., dict[str, Any]], *, resume: bool = False,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, check: Callable[[Config], None] | None = None) -> dict[str, Any]:
     """Claim the run folder `out` (see engine/run_folder.py), train with `runner`, score on test.
 
     runner: train_detector or distill_student. resume: continue the saved state in `out`, which
-    must exist. overwrite: move a run already in `out` aside first.
+    must exist. overwrite: move a run already in `out` aside first. check: what the run reads
+    before it trains (default: check_data), run before a run is moved aside.
     """
+    if overwrite and not resume and holds_a_run(out):
+        # --overwrite moves the old run aside; a new run whose inputs are broken must not cost the
+        # user the old run's place, so they are checked before anything moves.
+        (check or check_data)(config)
     with claimed_run_folder(out, resume=resume, overwrite=overwrite):
         return finish_run(config, out, runner(config, out, resume=resume))
+
+
+def check_data(config: Config) -> None:
+    """Read the three splits of `config` as a run would, raising the run's own data errors."""
+    splits = {"train": dataset_for(config.data, config.data.train_split, train=True),
+              "val": dataset_for(config.data, config.data.val_split, train=False),
+              "test": dataset_for(config.data, config.data.test_split, train=False)}
+    check_splits_agree(splits)
 
 
 def continue_or_start(config: Config, out: Path, runner: Callable[..., dict[str, Any]]) -> dict[str, Any]:

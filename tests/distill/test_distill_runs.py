@@ -6,7 +6,9 @@ import pytest
 
 from tardistill.commands import distill, train
 from tardistill.engine.setup import load_detector
-from tardistill.errors import ConfigError
+from tardistill.config import load_config
+from tardistill.distill.runs import train_student
+from tardistill.errors import ConfigError, TardistillError
 from tardistill.models.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -47,3 +49,14 @@ def test_mismatched_classes_rejected_before_training(tmp_path, tiny_overrides, t
 def test_missing_teacher_is_a_config_error(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match="distill.teacher"):
         distill(None, tiny_overrides, tmp_path)
+
+
+def test_overwrite_with_a_missing_teacher_leaves_the_old_run_in_place(tmp_path, tiny_overrides, tiny_teacher):
+    out = tmp_path / "run"
+    distill(None, [*tiny_overrides, f"distill.teacher={tiny_teacher}"], out)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(TardistillError, match="no_teacher.safetensors: checkpoint not found"):
+        train_student(load_config(None, [*tiny_overrides, f"distill.teacher={tmp_path / 'no_teacher.safetensors'}"]),
+                      out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "result.json").is_file()
+    assert not list(tmp_path.glob("run.replaced-*"))

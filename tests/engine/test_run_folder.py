@@ -75,6 +75,15 @@ def test_overwrite_moves_the_old_run_aside(train, tmp_path):
     assert code == 2 and "choose one" in one_line_error(err)
 
 
+def test_overwrite_with_broken_data_leaves_the_old_run_in_place(train, tmp_path):
+    assert train()[0] == 0
+    before = snapshot(tmp_path / "run")
+    code, err = train("--overwrite", "--set", f"data.root={tmp_path / 'no_such_data'}")
+    assert code == 2 and "no_such_data" in one_line_error(err)
+    assert snapshot(tmp_path / "run") == before
+    assert not list(tmp_path.glob("run.replaced-*"))
+
+
 def test_resume_without_a_saved_state_refuses_naming_the_path(train, tmp_path):
     code, err = train("--resume")
     assert code == 2
