@@ -24,6 +24,7 @@ from tardistill.config import load_config
 from tardistill.data.demo_shapes import DEMO_CLASSES, DEMO_SHAPES
 from tardistill.data.synthetic import SPLITS, SceneStyle, render_scene, write_coco_dataset
 from tardistill.distill.runs import distill_student
+from tardistill.engine.run_log import read_run_log
 from tardistill.engine.runs import continue_or_start, train_detector
 
 IMAGE_SIZE = 128
@@ -66,8 +67,7 @@ def main(out: Path, seed: int) -> None:
         config = load_config(None, [*COMMON, *overrides, f"data.root={data}", f"seed={run_seed}",
                                     f"name=fpn_pair_{folder}"])
         result = continue_or_start(config, out / folder, runner)
-        curve = [(r["step"], r["AP"]) for r in map(json.loads, (out / folder / "metrics.jsonl").open())
-                 if r.get("kind") == "val"]
+        curve = [(r["step"], r["AP"]) for r in read_run_log(out / folder / "metrics.jsonl") if r["kind"] == "val"]
         rows[label] = {"test_AP": result["test_metrics"]["AP"], "test_AP50": result["test_metrics"]["AP50"],
                        "val_curve": curve}
         print(json.dumps({label: rows[label]}), flush=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tardistill.config import Config, as_config
 from tardistill.distill.pair import build_distiller, build_pair, check_distill_config
-from tardistill.engine.runs import check_data, run_and_test, run_training
+from tardistill.engine.runs import read_splits, run_and_test, run_training
 from tardistill.errors import TardistillError
 from tardistill.engine.setup import dataset_for, seed_everything
 from tardistill.engine.trainer import PrefixedLosses
@@ -34,7 +34,7 @@ def check_distill_inputs(config: Config) -> None:
     teacher = config.distill.teacher
     if config.distill.method != "none" and not Path(teacher).is_file():
         raise TardistillError(f"{teacher}: checkpoint not found (distill.teacher)")
-    check_data(config)
+    read_splits(config)
 
 
 def train_student(config: Config | str | Path, out: str | Path, *, resume: bool = False,

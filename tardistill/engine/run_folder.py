@@ -33,9 +33,9 @@ RUN_FILES = ("result.json", "final.safetensors", "best.safetensors", TRAIN_STATE
              "config.yaml", "tensorboard")
 
 
-def holds_a_run(out: Path) -> bool:
-    """Whether `out` holds any file of a started or finished run."""
-    return any((out / name).exists() for name in RUN_FILES)
+def run_files_in(out: Path) -> list[str]:
+    """The files of a started or finished run that `out` holds (empty: no run there)."""
+    return [name for name in RUN_FILES if (out / name).exists()]
 
 
 def has_saved_state(out: Path) -> bool:
@@ -92,7 +92,7 @@ def _make_folder(out: Path) -> bool:
 
 def _check_contents(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to start over a run (unless `overwrite`), and to resume one without a saved state."""
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    present = run_files_in(out)
     if resume:
         if not has_saved_state(out):
             held = f" ({out} holds {', '.join(present)})" if present else ""

@@ -18,7 +18,7 @@ from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import (batch_stream, class_metadata, dataset_for, detector_from_checkpoint,
                                      detector_from_config, primary_metric, seed_everything, select_device,
                                      use_bf16)
-from tardistill.engine.run_folder import claimed_run_folder, has_saved_state, holds_a_run
+from tardistill.engine.run_folder import claimed_run_folder, has_saved_state, run_files_in
 from tardistill.engine.trainable import Trainable
 from tardistill.engine.trainer import Hooks, PrefixedLosses, Schedule, fit, start_state
 from tardistill.errors import ConfigError
@@ -69,27 +69,32 @@ def train(config: Config | str | Path, out: str | Path, *, resume: bool = False,
 
 
 def run_and_test(config: Config, out: Path, runner: Callable[..., dict[str, Any]], *, resume: bool = False,
-                 overwrite: bool = False, check: Callable[[Config], None] | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, check: Callable[[Config], object] | None = None) -> dict[str, Any]:
     """Claim the run folder `out` (see engine/run_folder.py), train with `runner`, score on test.
 
     runner: train_detector or distill_student. resume: continue the saved state in `out`, which
     must exist. overwrite: move a run already in `out` aside first. check: what the run reads
-    before it trains (default: check_data), run before a run is moved aside.
+    before it trains (default: read_splits), run before a run is moved aside.
     """
-    if overwrite and not resume and holds_a_run(out):
+    if overwrite and not resume and run_files_in(out):
         # --overwrite moves the old run aside; a new run whose inputs are broken must not cost the
         # user the old run's place, so they are checked before anything moves.
-        (check or check_data)(config)
+        (check or read_splits)(config)
     with claimed_run_folder(out, resume=resume, overwrite=overwrite):
         return finish_run(config, out, runner(config, out, resume=resume))
 
 
-def check_data(config: Config) -> None:
-    """Read the three splits of `config` as a run would, raising the run's own data errors."""
-    splits = {"train": dataset_for(config.data, config.data.train_split, train=True),
+def read_splits(config: Config, train_set=None) -> dict[str, Any]:
+    """The train, val and test splits of `config`, checked to share one class list.
+
+    train_set: the training split when the caller has built it already.
+    """
+    splits = {"train": train_set if train_set is not None else
+              dataset_for(config.data, config.data.train_split, train=True),
               "val": dataset_for(config.data, config.data.val_split, train=False),
               "test": dataset_for(config.data, config.data.test_split, train=False)}
     check_splits_agree(splits)
+    return splits
 
 
 def continue_or_start(config: Config, out: Path, runner: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -109,9 +114,7 @@ def run_training(config: Config, model: Trainable, detector: torch.nn.Module, tr
     """
     init_distributed()  # a no-op without torchrun, or once the CLI has joined the process group
     device = select_device(config.train.device)
-    val_set = dataset_for(config.data, config.data.val_split, train=False)
-    test_set = dataset_for(config.data, config.data.test_split, train=False)  # read again by finish_run
-    check_splits_agree({"train": train_set, "val": val_set, "test": test_set})
+    val_set = read_splits(config, train_set)["val"]  # test is read again by finish_run
     model.to(device)
     meta = {"config": config_to_dict(config), **class_metadata(train_set), **meta}
     optimizer = build_optimizer(model.trainable_parameters(), config.train.optimizer, lr=config.train.lr,
