@@ -193,8 +193,8 @@ class DistillConfig:
     over its paper's defaults (the fields of its class); an option it does not have is an error.
     The flat weights, beta, truncate, fpn_norm, tau and gates are TAR's options: with another
     method they must keep their defaults (distill/pair.py). sharing applies to every Faster R-CNN
-    method. decay: auto (the method's own: linear for tar, the paper's constant weight for the
-    others) or a schedule that then applies to any method: linear | constant | cosine | step | exp.
+    method. decay: auto (the method's own: constant for tar and the others; docs/METHOD.md says why TAR
+    ships without the paper's decay) or a schedule that then applies to any method: linear | constant | cosine | step | exp.
     """
 
     teacher: str | None = None  # a tardistill checkpoint, or a weights file with teacher_architecture
@@ -212,7 +212,7 @@ class DistillConfig:
     method: str = "tar"
     method_options: dict = field(default_factory=dict)
     fpn_weight: float = field(default=1.0, metadata=at_least(0))
-    cls_weight: float = field(default=1.0, metadata=at_least(0))
+    cls_weight: float = field(default=3.0, metadata=at_least(0))
     reg_weight: float = field(default=1.0, metadata=at_least(0))
     beta: float = field(default=0.5, metadata=above(0))
     truncate: bool = True

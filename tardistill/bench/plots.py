@@ -55,7 +55,7 @@ def plot_decay(records: list[dict], runs_dir: Path, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4))
     for record in records:
         if record["detector"] == "faster_rcnn" and record["seed"] == 0 and record.get("dataset", "synth") == "synth" and (
-                record["variant"] in ("full", "full_no_decay") or record["variant"].startswith("decay=")):
+                record["variant"] in ("full", "full_linear_decay") or record["variant"].startswith("decay=")):
             steps, weight = _series(runs_dir / record["key"], "train", "stat/decay_w")
             axis.plot(steps, weight, label=_label(record))
     axis.set(title="distillation weight w(t)", xlabel="iteration", ylabel="w(t)")

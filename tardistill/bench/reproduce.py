@@ -7,7 +7,7 @@ Layout under OUT:
     logs/<key>.log        each run's log
 A run cut short resumes from its last checkpoint. A run that fails is reported and skipped; the
 others go on, and the next invocation retries it. A run whose saved config.yaml differs from what the
-plan now asks for (a preset or plan that changed) is stale: its folder and record move to
+plan now asks for, in a setting the run uses (a preset, plan or default that changed), is stale: its folder and record move to
 OUT/stale/<key>-<time>/ (kept, not deleted) and it runs again. A retrained teacher does not make its
 students stale by itself: move their records away to rerun them.
 """
@@ -29,6 +29,7 @@ from typing import Any
 from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
+from tardistill.distill.pair import TAR_FLAT_KEYS
 from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,21 @@ def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:
     saved = out / "runs" / spec.key / "config.yaml"
     if not saved.is_file():
         return True
-    return config_to_dict(load_config(saved)) == config_to_dict(run_config(spec, preset, out))
+    return settings_that_matter(load_config(saved)) == settings_that_matter(run_config(spec, preset, out))
+
+
+def settings_that_matter(config: Config) -> dict[str, Any]:
+    """The config as the run uses it: without the distill section when there is no teacher, and
+    without TAR's flat options when another method distills (those keys must sit at their defaults
+    there, distill/pair.py). A changed TAR default then sets aside the TAR runs only, not the
+    teachers, the students alone and the baselines it cannot have touched."""
+    settings = config_to_dict(config)
+    distill = settings["distill"]
+    if distill["teacher"] is None:
+        del settings["distill"]
+    elif distill["method"] != "tar":
+        settings["distill"] = {key: value for key, value in distill.items() if key not in TAR_FLAT_KEYS}
+    return settings
 
 
 def set_aside(spec: RunSpec, out: Path) -> Path:

@@ -5,7 +5,8 @@ from dataclasses import replace
 
 from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, SENSITIVITY, plan_runs
 from tardistill.bench.presets import PRESETS
-from tardistill.bench.reproduce import load_records, run_sweep
+from tardistill.bench.reproduce import load_records, run_sweep, settings_that_matter
+from tardistill.config import Config, DistillConfig
 
 from tests.conftest import TINY_MODEL
 
@@ -32,7 +33,7 @@ def test_plan_has_every_row_the_report_needs():
     synth_tar = {(r.variant, r.seed) for r in runs if r.dataset == "synth" and r.method == "tar"
                  and r.detector == "faster_rcnn"}
     assert {(name, 0) for name in (*COMPONENTS, *SENSITIVITY, *CHOICES)} <= synth_tar
-    assert {("full_no_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
+    assert {("full_linear_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
     assert not any(r.group == "tuned" for r in runs)
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # the pretraining runs first, then the teachers: nothing is planned before what it depends on
@@ -44,6 +45,14 @@ def test_plan_has_every_row_the_report_needs():
     frcnn = [r for r in runs if r.detector == "faster_rcnn"]
     first_needing_teacher = next(i for i, r in enumerate(frcnn) if r.needs_teacher)
     assert all(r.needs_teacher for r in frcnn[first_needing_teacher:])
+
+
+def test_sensitivity_rows_scale_each_weight_from_its_shipped_default():
+    defaults = DistillConfig()
+    for key in ("fpn_weight", "cls_weight", "reg_weight"):
+        for factor in (0.3, 3.0):
+            assert SENSITIVITY[f"{key}x{factor:g}"] == (f"distill.{key}={factor * getattr(defaults, key):g}",)
+    assert SENSITIVITY["cls_weightx3"] == ("distill.cls_weight=9",)  # 3x the default of 3, not 3
 
 
 def test_every_run_starts_from_its_roles_pretrained_backbone(tmp_path):
@@ -83,6 +92,19 @@ def test_a_failed_teacher_fails_its_students_and_writes_no_record(tmp_path):
     assert "did not finish" in result["failed"]["synth-faster_rcnn-tar-full-s0"]
     assert load_records(tmp_path) == []
     assert json.loads(json.dumps(result))  # the summary is plain data
+
+
+def test_a_changed_tar_default_matters_to_tar_runs_only():
+    def with_distill(**distill):
+        return replace(Config(), distill=replace(DistillConfig(), **distill))
+
+    def same(a, b):
+        return settings_that_matter(a) == settings_that_matter(b)
+
+    assert same(with_distill(), with_distill(cls_weight=0.5))  # no teacher: the student alone
+    assert same(with_distill(teacher="t.pt", method="pkd"), with_distill(teacher="t.pt", method="pkd", cls_weight=0.5))
+    assert not same(with_distill(teacher="t.pt"), with_distill(teacher="t.pt", cls_weight=0.5))
+    assert not same(with_distill(teacher="t.pt", method="pkd"), with_distill(teacher="t.pt", method="cwd"))
 
 
 def test_a_changed_preset_sets_stale_runs_aside_and_reruns_them(tmp_path):

@@ -48,7 +48,7 @@ def test_rows_are_per_dataset_and_average_seeds_in_order():
     assert [r.label for r in rows] == ["teacher", "student alone", "TAR (shipped defaults)", "fgd", "pkd"]
     assert rows[1].n == 3 and rows[1].mean_ap == pytest.approx(0.31) and rows[1].std_ap == pytest.approx(0.01)
     assert [r.label for r in headline_rows(records, "digits")] == ["student alone"]
-    assert [r.label for r in component_rows(records, "synth")][-1].startswith("full method, linear decay")
+    assert [r.label for r in component_rows(records, "synth")][-1].startswith("full method, no decay")
 
 
 def test_dataset_claims_on_constructed_records():
@@ -79,7 +79,7 @@ def test_paired_gains_use_only_the_seeds_both_sides_ran():
 
 def test_ablation_claims_label_one_seed_differences_unconfirmed():
     records = [*seeds("none", "student", (0.30, 0.31, 0.29)), *seeds("tar", "full", (0.40, 0.41, 0.39)),
-               *seeds("tar", "full_no_decay", (0.40, 0.40, 0.40), group="components"),
+               *seeds("tar", "full_linear_decay", (0.40, 0.40, 0.40), group="components"),
                record("tar", "fpn_only", ap=0.35, group="components"),
                record("tar", "cls_gate=all", ap=0.35, group="choices")]
     found = dict(ablation_claims(records, "synth"))

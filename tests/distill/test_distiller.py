@@ -123,11 +123,11 @@ def test_switched_off_terms_are_not_computed():
 
 def test_loss_weights_follow_the_decay():
     distiller = Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_weight=2.0,
-                          cls_weight=0.5, reg_weight=0.0)
+                          cls_weight=0.5, reg_weight=0.0, decay="linear")
     weights = distiller.loss_weights(5, 10)  # linear: w = 0.5
     assert weights == {**dict.fromkeys(DET_KEYS, 1.0), "kd/fpn": 1.0, "kd/cls": 0.25, "kd/reg": 0.0,
                        "stat/decay_w": 0.5}
-    exp = Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_weight=0.0, decay="exp",
+    exp = Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_weight=0.0, cls_weight=1.0, decay="exp",
                     decay_kwargs={"gamma": 0.25})
     assert exp.loss_weights(10, 10)["kd/cls"] == pytest.approx(0.25)
 

@@ -121,8 +121,9 @@ def test_loss_weights_are_the_papers_constants_by_default_and_decay_when_asked()
     assert decayed["kd/fpn"] == 0.25 and decayed["kd/cls"] == 0.5
     assert decayed["det/loss_classifier"] == 0.5 and decayed["stat/decay_w"] == 0.5
     assert Distiller(teacher, student, method="fgfi", decay="linear").loss_weights(10, 10)["kd/fpn"] == 0.0
-    # auto stays linear for TAR
-    assert Distiller(teacher, student).loss_weights(5, 10)["stat/decay_w"] == 0.5
+    # auto is constant for TAR too (docs/METHOD.md, "Defaults"); the paper's linear decay on request
+    assert Distiller(teacher, student).loss_weights(5, 10)["stat/decay_w"] == 1.0
+    assert Distiller(teacher, student, decay="linear").loss_weights(5, 10)["stat/decay_w"] == 0.5
 
 
 def test_method_none_runs_no_teacher_part():

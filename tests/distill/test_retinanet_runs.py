@@ -25,7 +25,7 @@ def tiny_retina_teacher(tmp_path_factory, tiny_synth):
 
 def test_distill_retinanet_saves_the_student_alone(tmp_path, tiny_overrides, tiny_retina_teacher):
     result = distill(None, [*tiny_overrides, *RETINANET, f"distill.teacher={tiny_retina_teacher}",
-                            "distill.fpn_weight=0.01"], tmp_path)
+                            "distill.fpn_weight=0.01", "distill.decay=linear"], tmp_path)
     tensors, meta = load_checkpoint(result["checkpoint"])
     assert meta["role"] == "student" and not any("adapter" in k or k.startswith("teacher") for k in tensors)
     student, _ = load_detector(result["checkpoint"])  # loads strictly into a plain torchvision model

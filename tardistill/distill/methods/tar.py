@@ -35,12 +35,15 @@ class TAR(DistillMethod):
     """
 
     name = "tar"
-    default_decay = "linear"  # section 5: the teacher's guidance fades as the student matures
+    # The paper's section 5 fades the teacher's guidance linearly; from pretrained backbones that did
+    # worse than a constant weight on every seed (docs/RESULTS.md), so the shipped default is constant
+    # and `distill.decay: linear` restores the paper's schedule.
+    default_decay = "constant"
     feature_terms = ("kd/fpn",)
     head_terms = ("kd/cls", "kd/reg")
 
     fpn_weight: float = 1.0
-    cls_weight: float = 1.0
+    cls_weight: float = 3.0  # chosen on validation (docs/METHOD.md, "Defaults")
     reg_weight: float = 1.0
     beta: float = 0.5
     truncate: bool = True
