@@ -6,7 +6,8 @@ Groups:
   its backbone body.
 - reference: the teachers (trained once, cached), on every dataset of the preset.
 - main: the student alone and TAR at its shipped defaults, on every dataset, every seed.
-- baselines: the other distillation methods at their paper defaults, same teacher, student and schedule.
+- baselines: the other distillation methods at their paper defaults, same teacher, student and schedule;
+  every seed when the preset seeds the group, else seed 0 and every seed for its seeded_baselines.
 - components: the paper's ablation, each TAR part alone (seed 0) and the full method with the paper's
   linear decay (every seed: the decay verdict needs a noise estimate; TAR ships without decay).
 - sensitivity: each TAR weight at 0.3x and 3x its default, seed 0.
@@ -115,6 +116,9 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
              for s in seeds_of("components")]
     runs += [r for r in baselines if r.dataset != first]
     runs += [RunSpec(frcnn, "tar", name, 0, "sensitivity", o, dataset=first) for name, o in SENSITIVITY.items()]
+    if "baselines" not in preset.seeded_groups:
+        runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in range(1, seeds)
+                 for d, methods in preset.seeded_baselines.items() for method in methods]
     runs += [RunSpec(frcnn, "tar", name, 0, "components", o, dataset=first) for name, o in COMPONENTS.items()]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o, dataset=first) for name, o in CHOICES.items()]
     if "retinanet" in preset.overrides:

@@ -147,10 +147,18 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
                         for name, d in preset.datasets.items())
             + f". Students train {preset.student_iterations['faster_rcnn']} iterations, teachers "
             f"{preset.teacher_iterations['faster_rcnn']}. Runs of groups {', '.join(preset.seeded_groups)} use "
-            f"seeds 0..{seeds - 1}, the others seed 0. AP and AP50 are on the test split, from the checkpoint "
+            f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "
             f"TAR runs at the shipped defaults (docs/METHOD.md) unless a row says otherwise; each baseline at "
             f"its paper's defaults." + _pretraining_text(records)]
+
+
+def _seeded_baselines_text(preset: Preset) -> str:
+    """The baselines that run every seed although their group runs one (each dataset's best)."""
+    if "baselines" in preset.seeded_groups or not preset.seeded_baselines:
+        return ""
+    named = "; ".join(f"{', '.join(methods)} on {dataset}" for dataset, methods in preset.seeded_baselines.items())
+    return f", except the best baseline of each dataset, which runs every seed ({named})"
 
 
 def _pretraining_text(records: list[dict]) -> str:

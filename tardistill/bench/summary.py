@@ -183,12 +183,21 @@ def verdict(difference: dict[str, Any] | None, *, margin: float = 1.0) -> str:
 
 
 def level_verdict(tar: Row | None, best: Row | None) -> str:
-    """Whether TAR is at least level with the best baseline: not below it by more than TAR's seed std."""
+    """Whether TAR is at least level with the best baseline: not below it by more than the seed std.
+
+    Decided only when both rows have two or more seeds (the report's rule); with a one-seed baseline
+    the verdict is "unconfirmed", and says which side of TAR's own seed std the difference falls.
+    """
     if tar is None or best is None:
         return "not measured (runs missing)"
-    delta, noise = 100 * (tar.mean_ap - best.mean_ap), 100 * tar.std_ap
-    basis = f"{delta:+.1f} AP against {best.label}, TAR's seed std {noise:.1f}" + (
-        "; the baseline has one seed" if best.n == 1 else "")
+    delta = 100 * (tar.mean_ap - best.mean_ap)
+    if tar.n < 2 or best.n < 2:
+        noise = 100 * tar.std_ap
+        side = "below it by more than that" if delta < -noise else "within it or above"
+        return (f"unconfirmed, the baseline has one seed ({delta:+.1f} AP against {best.label}; "
+                f"TAR's seed std {noise:.1f}: {side})")
+    noise = 100 * max(tar.std_ap, best.std_ap)
+    basis = f"{delta:+.1f} AP against {best.label}, seed std {noise:.1f}"
     return f"{'held' if delta >= -noise else 'did not hold'} ({basis})"
 
 

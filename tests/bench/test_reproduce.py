@@ -35,6 +35,10 @@ def test_plan_has_every_row_the_report_needs():
     assert {(name, 0) for name in (*COMPONENTS, *SENSITIVITY, *CHOICES)} <= synth_tar
     assert {("full_linear_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
     assert not any(r.group == "tuned" for r in runs)
+    # each dataset's best baseline runs every seed, so the "level with the best baseline" claim is decided
+    for dataset, methods in PRESETS["cpu"].seeded_baselines.items():
+        for method in methods:
+            assert {r.seed for r in runs if r.dataset == dataset and r.method == method} == {0, 1, 2}
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # the pretraining runs first, then the teachers: nothing is planned before what it depends on
     assert [r.method for r in runs[:2]] == ["pretrain", "pretrain"]
