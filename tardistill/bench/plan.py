@@ -110,7 +110,7 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
     # Then the comparison with the baselines on the first dataset, the decay verdict, the baselines on
     # the other datasets, the sensitivity table and the rest of the ablation.
     baselines = [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in seeds_of("baselines")
-                 for d in preset.datasets for method in BASELINES]
+                 for d in preset.datasets for method in BASELINES if method not in preset.dropped_baselines]
     runs += [r for r in baselines if r.dataset == first]
     runs += [RunSpec(frcnn, "tar", "full_linear_decay", s, "components", LINEAR_DECAY, dataset=first)
              for s in seeds_of("components")]

@@ -150,7 +150,8 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
             f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "
             f"TAR runs at the shipped defaults (docs/METHOD.md) unless a row says otherwise; each baseline at "
-            f"its paper's defaults." + _pretraining_text(records)]
+            f"its paper's defaults" + (f" ({', '.join(preset.dropped_baselines)} not run by this preset, for time)"
+                                       if preset.dropped_baselines else "") + "." + _pretraining_text(records)]
 
 
 def _seeded_baselines_text(preset: Preset) -> str:
