@@ -101,7 +101,7 @@ PRESETS = {
         seeded_baselines={"synth": ("pkd",), "digits": ("cwd",)},
         # Cut for the time budget (rows, not schedules): at their papers' defaults both ended far below
         # the student alone from pretrained backbones (synth FitNet 4.9, Chen 2017 13.7 test AP against
-        # 27.9; digits 2.5 and 6.6 against 20.3; records in docs/results.json at commit 35891cf).
+        # 27.9; digits 2.5 and 6.6 against 20.3; records in docs/results_superseded.json).
         dropped_baselines=("fitnet", "chen2017")),
     "gpu": Preset(
         name="gpu",
