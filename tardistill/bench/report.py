@@ -147,7 +147,8 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
                         for name, d in preset.datasets.items())
             + f". Students train {preset.student_iterations['faster_rcnn']} iterations, teachers "
             f"{preset.teacher_iterations['faster_rcnn']}. Runs of groups {', '.join(preset.seeded_groups)} use "
-            f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the test split, from the checkpoint "
+            f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the "
+            f"test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "
             f"TAR runs at the shipped defaults (docs/METHOD.md) unless a row says otherwise; each baseline at "
             f"its paper's defaults" + (f" ({', '.join(preset.dropped_baselines)} not run by this preset, for time)"

@@ -7,9 +7,9 @@ Layout under OUT:
     logs/<key>.log        each run's log
 A run cut short resumes from its last checkpoint. A run that fails is reported and skipped; the
 others go on, and the next invocation retries it. A run whose saved config.yaml differs from what the
-plan now asks for, in a setting the run uses (a preset, plan or default that changed), is stale: its folder and record move to
-OUT/stale/<key>-<time>/ (kept, not deleted) and it runs again. A retrained teacher does not make its
-students stale by itself: move their records away to rerun them.
+plan now asks for, in a setting the run uses (a preset, plan or default that changed), is stale: its
+folder and record move to OUT/stale/<key>-<time>/ (kept, not deleted) and it runs again. A
+retrained teacher does not make its students stale by itself: move their records away to rerun them.
 """
 
 from __future__ import annotations
