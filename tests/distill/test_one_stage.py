@@ -235,7 +235,7 @@ def test_images_without_objects_give_zero_head_terms():
 
 def test_loss_weights_name_the_retinanet_losses():
     distiller = Distiller(tiny_retinanet(seed=1), tiny_retinanet(), fpn_weight=2.0, cls_weight=0.5,
-                          reg_weight=0.0)
+                          reg_weight=0.0, decay="linear")
     assert distiller.loss_weights(5, 10) == {**dict.fromkeys(DET_KEYS, 1.0), "kd/fpn": 1.0, "kd/cls": 0.25,
                                              "kd/reg": 0.0, "stat/decay_w": 0.5}
     assert set(distiller(*tiny_batch())) == DET_KEYS | {"kd/fpn", "kd/cls", "stat/cls_gate_rate"}
