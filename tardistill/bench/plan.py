@@ -116,9 +116,8 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
              for s in seeds_of("components")]
     runs += [r for r in baselines if r.dataset != first]
     runs += [RunSpec(frcnn, "tar", name, 0, "sensitivity", o, dataset=first) for name, o in SENSITIVITY.items()]
-    if "baselines" not in preset.seeded_groups:
-        runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in range(1, seeds)
-                 for d, methods in preset.seeded_baselines.items() for method in methods]
+    runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in range(1, seeds)
+             for d, methods in preset.extra_seeded_baselines.items() for method in methods]
     runs += [RunSpec(frcnn, "tar", name, 0, "components", o, dataset=first) for name, o in COMPONENTS.items()]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o, dataset=first) for name, o in CHOICES.items()]
     if "retinanet" in preset.overrides:

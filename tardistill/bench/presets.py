@@ -57,6 +57,11 @@ class Preset:
     init_from: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
+    def extra_seeded_baselines(self) -> dict[str, tuple[str, ...]]:
+        """seeded_baselines, or nothing when the baselines group already runs every seed."""
+        return {} if "baselines" in self.seeded_groups else self.seeded_baselines
+
+    @property
     def data(self) -> dict[str, int]:
         """The sizes of the first dataset (every dataset of the cpu and gpu presets has the same)."""
         return next(iter(self.datasets.values()))

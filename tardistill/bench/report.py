@@ -157,9 +157,10 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
 
 def _seeded_baselines_text(preset: Preset) -> str:
     """The baselines that run every seed although their group runs one (each dataset's best)."""
-    if "baselines" in preset.seeded_groups or not preset.seeded_baselines:
+    if not preset.extra_seeded_baselines:
         return ""
-    named = "; ".join(f"{', '.join(methods)} on {dataset}" for dataset, methods in preset.seeded_baselines.items())
+    named = "; ".join(f"{', '.join(methods)} on {dataset}"
+                      for dataset, methods in preset.extra_seeded_baselines.items())
     return f", except the best baseline of each dataset, which runs every seed ({named})"
 
 

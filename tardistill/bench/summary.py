@@ -192,10 +192,12 @@ def level_verdict(tar: Row | None, best: Row | None) -> str:
         return "not measured (runs missing)"
     delta = 100 * (tar.mean_ap - best.mean_ap)
     if tar.n < 2 or best.n < 2:
-        noise = 100 * tar.std_ap
+        # The seed std of the side that has seeds (0 when neither has) says how far apart is notable.
+        seeded, noise = ("TAR's", 100 * tar.std_ap) if tar.n >= 2 else ("the baseline's", 100 * best.std_ap)
         side = "below it by more than that" if delta < -noise else "within it or above"
-        return (f"unconfirmed, the baseline has one seed ({delta:+.1f} AP against {best.label}; "
-                f"TAR's seed std {noise:.1f}: {side})")
+        one_seed = "the baseline has" if best.n < 2 else "TAR has"
+        return (f"unconfirmed, {one_seed} one seed ({delta:+.1f} AP against {best.label}; "
+                f"{seeded} seed std {noise:.1f}: {side})")
     noise = 100 * max(tar.std_ap, best.std_ap)
     basis = f"{delta:+.1f} AP against {best.label}, seed std {noise:.1f}"
     return f"{'held' if delta >= -noise else 'did not hold'} ({basis})"

@@ -40,6 +40,9 @@ def test_plan_has_every_row_the_report_needs():
     for dataset, methods in PRESETS["cpu"].seeded_baselines.items():
         for method in methods:
             assert {r.seed for r in runs if r.dataset == dataset and r.method == method} == {0, 1, 2}
+    # a preset that seeds the whole baselines group has no extra seeded baselines to add
+    assert PRESETS["gpu"].extra_seeded_baselines == {}
+    assert PRESETS["cpu"].extra_seeded_baselines == PRESETS["cpu"].seeded_baselines
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # the pretraining runs first, then the teachers: nothing is planned before what it depends on
     assert [r.method for r in runs[:2]] == ["pretrain", "pretrain"]
