@@ -214,8 +214,8 @@ class DistillConfig:
     fpn_weight: float = field(default=1.0, metadata=at_least(0))
     cls_weight: float = field(default=3.0, metadata=at_least(0))
     reg_weight: float = field(default=1.0, metadata=at_least(0))
-    beta: float = field(default=0.5, metadata=above(0))
-    truncate: bool = True
+    beta: float = field(default=4.0, metadata=above(0))
+    truncate: bool = False
     # Units of TAR's FPN term (docs/METHOD.md, "Loss units"): standard | channel_mean | sum.
     fpn_norm: str = "standard"
     tau: float = field(default=1.0, metadata=above(0))

@@ -45,8 +45,9 @@ class TAR(DistillMethod):
     fpn_weight: float = 1.0
     cls_weight: float = 3.0  # chosen on validation (docs/METHOD.md, "Defaults")
     reg_weight: float = 1.0
-    beta: float = 0.5
-    truncate: bool = True
+    # A wide mask that does not stop at the box, chosen on validation (docs/METHOD.md, "Defaults").
+    beta: float = 4.0
+    truncate: bool = False
     fpn_norm: str = "standard"
     tau: float = 1.0
     cls_gate: str = "adaptive"
