@@ -106,7 +106,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
               f"### Sensitivity of TAR's weights ({first}, seed 0): test AP (val AP)", "",
               _sensitivity_table(records, first), "",
               f"- Does any weight at 0.3x or 3x stop the student learning? {sensitivity_claim(records, first)}.", "",
-              f"### The gates in their ungated forms ({first}, seed 0)", ""]
+              f"### TAR's choices, each changed alone ({first}, seed 0)", ""]
     choices = choice_rows(records, first)
     lines += [_table(choices, choices[0] if choices else None, reference_name="defaults"), ""]
     if "retinanet" in preset.overrides:

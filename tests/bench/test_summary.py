@@ -3,7 +3,7 @@
 import pytest
 
 from tardistill.bench.summary import (
-    ablation_claims, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
+    ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
     paired_text, sensitivity_claim, sensitivity_grid, verdict)
 
 
@@ -92,7 +92,8 @@ def test_ablation_claims_label_one_seed_differences_unconfirmed():
     records = [*seeds("none", "student", (0.30, 0.31, 0.29)), *seeds("tar", "full", (0.40, 0.41, 0.39)),
                *seeds("tar", "full_linear_decay", (0.40, 0.40, 0.40), group="components"),
                record("tar", "fpn_only", ap=0.35, group="components"),
-               record("tar", "cls_gate=all", ap=0.35, group="choices")]
+               record("tar", "cls_gate=all", ap=0.35, group="choices"),
+               record("tar", "mask=narrow", ap=0.38, group="choices")]
     found = dict(ablation_claims(records, "synth"))
     assert found["+ Gaussian FPN only adds AP over the student alone"] == (
         "unconfirmed, one seed (+5.0 AP; the other row's seed std is 1.0)")
@@ -101,6 +102,10 @@ def test_ablation_claims_label_one_seed_differences_unconfirmed():
     assert found["Adaptive gating beats ungated (classification gate adaptive vs all RoIs)"] == (
         "unconfirmed, one seed (+5.0 AP)")
     assert found["+ regression head only adds AP over the student alone"] == "not measured (runs missing)"
+    assert found["The shipped mask beats the narrow truncated one (beta 4, truncate false vs beta 0.5, truncated)"] == (
+        "unconfirmed, one seed (+2.0 AP)")
+    assert [r.label for r in choice_rows(records, "synth")] == [
+        "defaults (adaptive gates, wide mask)", "cls_gate=all", "mask=narrow"]
 
 
 def test_sensitivity_grid_and_claim():
