@@ -30,6 +30,7 @@ from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
 from tardistill.distill.pair import TAR_FLAT_KEYS
+from tardistill.distill.methods.tar import TAR
 from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
@@ -170,16 +171,20 @@ def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:
 
 
 def settings_that_matter(config: Config) -> dict[str, Any]:
-    """The config as the run uses it: without the distill section when there is no teacher, and
-    without TAR's flat options when another method distills (those keys must sit at their defaults
-    there, distill/pair.py). A changed TAR default then sets aside the TAR runs only, not the
-    teachers, the students alone and the baselines it cannot have touched."""
+    """The config as the run uses it: without the distill section when there is no teacher, without
+    TAR's flat options when another method distills (those keys must sit at their defaults there,
+    distill/pair.py), and without the options of a TAR term switched off (TAR.term_options). A changed
+    TAR default then sets aside only the runs it can have changed, not the teachers, the students
+    alone, the baselines, or a TAR run without the term it belongs to."""
     settings = config_to_dict(config)
     distill = settings["distill"]
     if distill["teacher"] is None:
         del settings["distill"]
     elif distill["method"] != "tar":
         settings["distill"] = {key: value for key, value in distill.items() if key not in TAR_FLAT_KEYS}
+    else:
+        unused = {option for weight, options in TAR.term_options.items() if distill[weight] == 0 for option in options}
+        settings["distill"] = {key: value for key, value in distill.items() if key not in unused}
     return settings
 
 

@@ -113,6 +113,12 @@ def test_a_changed_tar_default_matters_to_tar_runs_only():
     assert same(with_distill(teacher="t.pt", method="pkd"), with_distill(teacher="t.pt", method="pkd", cls_weight=0.5))
     assert not same(with_distill(teacher="t.pt"), with_distill(teacher="t.pt", cls_weight=0.5))
     assert not same(with_distill(teacher="t.pt", method="pkd"), with_distill(teacher="t.pt", method="cwd"))
+    # a term switched off reads none of its options: the mask of a run without the FPN term, say
+    no_fpn = dict(teacher="t.pt", fpn_weight=0.0)
+    assert same(with_distill(**no_fpn), with_distill(**no_fpn, beta=0.5, truncate=True, fpn_norm="sum"))
+    assert not same(with_distill(**no_fpn), with_distill(**no_fpn, tau=2.0))
+    assert same(with_distill(teacher="t.pt", cls_weight=0.0), with_distill(teacher="t.pt", cls_weight=0.0, tau=2.0))
+    assert not same(with_distill(teacher="t.pt"), with_distill(teacher="t.pt", beta=0.5))
 
 
 def test_a_changed_preset_sets_stale_runs_aside_and_reruns_them(tmp_path):

@@ -41,6 +41,9 @@ class TAR(DistillMethod):
     default_decay = "constant"
     feature_terms = ("kd/fpn",)
     head_terms = ("kd/cls", "kd/reg")
+    # The options each weight's term alone reads: with the weight at 0 they change nothing.
+    term_options = {"fpn_weight": ("beta", "truncate", "fpn_norm"), "cls_weight": ("tau", "cls_gate"),
+                    "reg_weight": ("reg_gate",)}
 
     fpn_weight: float = 1.0
     cls_weight: float = 3.0  # chosen on validation (docs/METHOD.md, "Defaults")
