@@ -18,7 +18,7 @@ from tardistill.bench.presets import Preset
 from tardistill.bench.reproduce import load_records, run_config
 from tardistill.bench.summary import (
     Row, ablation_claims, choice_rows, component_rows, convergence, dataset_claims,
-    headline_rows, mean_std, retinanet_rows, select, sensitivity_claim, sensitivity_grid)
+    headline_rows, mean_std, retinanet_rows, select, sensitivity_claim, sensitivity_grid, weak_teacher_note)
 from tardistill.metrics import format_table
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         retina = retinanet_rows(records, first)
         lines += [f"### RetinaNet ({first})", "",
                   _table(retina, _find(retina, "student alone"), reference_name="student alone"), ""]
+        note = weak_teacher_note(_find(retina, "teacher"), _find(retina, "student alone"))
+        lines += [f"- {note}", ""] if note else []
     lines += [f"### The paper's other claims ({first})", "",
               *[f"- {claim}: {finding}." for claim, finding in ablation_claims(records, first)], "",
               "A difference is decided (held, did not hold, within seed noise) only when both rows have two or "

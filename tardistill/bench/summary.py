@@ -204,6 +204,16 @@ def level_verdict(tar: Row | None, best: Row | None) -> str:
     return f"{'held' if delta >= -noise else 'did not hold'} ({basis})"
 
 
+def weak_teacher_note(teacher: Row | None, student: Row | None) -> str | None:
+    """A warning when the teacher ended no better than the student alone: distilling from it then
+    says nothing about what the method buys from a better model."""
+    if teacher is None or student is None or teacher.mean_ap > student.mean_ap:
+        return None
+    return (f"The teacher ended at or below the student alone ({100 * teacher.mean_ap:.1f} against "
+            f"{100 * student.mean_ap:.1f} AP): this table measures distillation from a model no better "
+            f"than the student, not what TAR buys from a better teacher.")
+
+
 def gap_closed(records: list[dict], dataset: str, candidate: Row | None) -> float | None:
     """Share of the teacher-student AP gap that `candidate` closes, in percent."""
     teacher, student = teacher_row(records, dataset), student_row(records, dataset)

@@ -4,7 +4,7 @@ import pytest
 
 from tardistill.bench.summary import (
     ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
-    paired_text, sensitivity_claim, sensitivity_grid, verdict)
+    paired_text, retinanet_rows, sensitivity_claim, sensitivity_grid, verdict, weak_teacher_note)
 
 
 def record(method, variant="default", seed=0, ap=0.3, detector="faster_rcnn", group="main", dataset="synth",
@@ -130,3 +130,13 @@ def test_convergence_over_the_last_quarter():
     # under 1 AP but more than 10% of a final value at the floor: not converged
     assert not convergence(run([[300, 0.02], [400, 0.028]]))["converged"]
     assert convergence(run([[400, 0.3]])) is None
+
+
+def test_a_teacher_no_better_than_the_student_is_flagged():
+    records = [record("teacher", group="reference", ap=0.14, detector="retinanet"),
+               record("none", "student", ap=0.15, detector="retinanet")]
+    teacher, student = retinanet_rows(records, "synth")
+    assert weak_teacher_note(teacher, student).startswith(
+        "The teacher ended at or below the student alone (14.0 against 15.0 AP)")
+    assert weak_teacher_note(student, teacher) is None
+    assert weak_teacher_note(None, student) is None
