@@ -29,8 +29,8 @@ from typing import Any
 from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
-from tardistill.distill.pair import TAR_FLAT_KEYS
 from tardistill.distill.methods.tar import TAR
+from tardistill.distill.pair import TAR_FLAT_KEYS
 from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,8 @@ def settings_that_matter(config: Config) -> dict[str, Any]:
     elif distill["method"] != "tar":
         settings["distill"] = {key: value for key, value in distill.items() if key not in TAR_FLAT_KEYS}
     else:
-        unused = {option for weight, options in TAR.term_options.items() if distill[weight] == 0 for option in options}
+        unused = {option for weight, options in TAR.term_options.items() if distill[weight] == 0
+                  for option in options}
         settings["distill"] = {key: value for key, value in distill.items() if key not in unused}
     return settings
 
