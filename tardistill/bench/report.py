@@ -46,6 +46,12 @@ def _find(rows: list[Row], label: str) -> Row | None:
     return next((r for r in rows if r.label == label), None)
 
 
+def _weak_teacher_lines(rows: list[Row]) -> list[str]:
+    """The warning of a table whose teacher is no better than its student alone, or nothing."""
+    note = weak_teacher_note(_find(rows, "teacher"), _find(rows, "student alone"))
+    return [f"- {note}", ""] if note else []
+
+
 def _performance(preset: Preset, out: Path, *, measure: bool) -> dict[str, Any] | None:
     """The cached performance numbers; measured now if asked and the runs they need exist."""
     path = out / PERFORMANCE_FILE
@@ -113,8 +119,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
         retina = retinanet_rows(records, first)
         lines += [f"### RetinaNet ({first})", "",
                   _table(retina, _find(retina, "student alone"), reference_name="student alone"), ""]
-        note = weak_teacher_note(_find(retina, "teacher"), _find(retina, "student alone"))
-        lines += [f"- {note}", ""] if note else []
+        lines += _weak_teacher_lines(retina)
     lines += [f"### The paper's other claims ({first})", "",
               *[f"- {claim}: {finding}." for claim, finding in ablation_claims(records, first)], "",
               "A difference is decided (held, did not hold, within seed noise) only when both rows have two or "
@@ -179,6 +184,7 @@ def _dataset_section(records: list[dict], dataset: str, preset: Preset) -> list[
     minutes = elapsed_sweep_minutes(runs)
     lines = [f"### {dataset}: TAR against the student alone and the baselines (Faster R-CNN + FPN)", "",
              _table(rows, _find(rows, "student alone"), reference_name="student alone"), "",
+             *_weak_teacher_lines(rows),
              *[f"- {claim}: {finding}." for claim, finding in dataset_claims(records, dataset)],
              f"- Student alone converged (val AP gain over the last quarter < 1 AP and <= 10% of its final "
              f"value): {_convergence_text(select(runs, method='none'))}.",

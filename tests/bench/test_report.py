@@ -43,6 +43,7 @@ def test_report_replaces_its_section_and_keeps_the_rest(tmp_path):
     assert "hand-written text" in text
     assert "| TAR (shipped defaults) | 40.0 | 60.0 | 40.0 | 1 | +10.0 |" in text
     assert "- Share of the teacher-student gap TAR closes: 50%." in text
+    assert "The teacher ended at or below the student alone" not in text  # 50.0 against 30.0
     assert "beats the student alone by more than 2 seed stds: unconfirmed, one seed (+10.0 AP)" in text
     # run conditions come from the records: three runs overlapped, and the load average is stated
     assert "up to 3 run(s) trained at once" in text and "ranged 1.0-2.5" in text

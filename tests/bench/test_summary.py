@@ -2,8 +2,9 @@
 
 import pytest
 
+from tardistill.bench.plan import CHOICES
 from tardistill.bench.summary import (
-    ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
+    CHOICE_CLAIMS, ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
     paired_text, retinanet_rows, sensitivity_claim, sensitivity_grid, verdict, weak_teacher_note)
 
 
@@ -106,6 +107,7 @@ def test_ablation_claims_label_one_seed_differences_unconfirmed():
         "unconfirmed, one seed (+2.0 AP)")
     assert [r.label for r in choice_rows(records, "synth")] == [
         "defaults (adaptive gates, wide mask)", "cls_gate=all", "mask=narrow"]
+    assert set(CHOICE_CLAIMS) == set(CHOICES)  # every choices row has its claim
 
 
 def test_sensitivity_grid_and_claim():
