@@ -7,6 +7,7 @@ torch's peak allocation), so one mode's allocations cannot hide another's.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import statistics
 import time
@@ -18,7 +19,7 @@ from tardistill.config import Config, config_from_dict, config_to_dict
 from tardistill.data.loader import collate_detection
 from tardistill.distill.pair import build_distiller, build_pair
 from tardistill.engine.schedule import build_optimizer
-from tardistill.engine.setup import dataset_for, detector_from_config, select_device
+from tardistill.engine.setup import dataset_for, detector_from_config, select_device, use_bf16
 from tardistill.engine.trainer import PrefixedLosses
 from tardistill.models.profile import proc_status_mib
 
@@ -41,8 +42,17 @@ def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
     return pair.teacher, pair.student, distiller, images, targets
 
 
-def _training_step(model, optimizer, images, targets) -> None:
-    total, _ = model.weighted_total(model(images, targets), 0, 1)
+def _precision(config: Config, device: torch.device):
+    """The autocast `fit` trains under (train.amp), so the timings are those of a real run."""
+    if use_bf16(config.train.amp, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _training_step(model, optimizer, images, targets, precision) -> None:
+    with precision:
+        losses = model(images, targets)
+    total, _ = model.weighted_total(losses, 0, 1)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -67,13 +77,15 @@ def measure_step_times(config: Config, *, repeats: int = 5, warmup: int = 2) -> 
     plain_opt = build_optimizer(student.parameters(), "sgd", lr=1e-5)
     distill_opt = build_optimizer(distiller.trainable_parameters(), "sgd", lr=1e-5)
 
+    precision = _precision(config, device)
+
     def teacher_forward():
-        with torch.no_grad():
+        with torch.no_grad(), precision:
             teacher.eval()(images)
 
-    runs = {"student_step_s": lambda: _training_step(plain, plain_opt, images, targets),
+    runs = {"student_step_s": lambda: _training_step(plain, plain_opt, images, targets, precision),
             "teacher_forward_s": teacher_forward,
-            "distill_step_s": lambda: _training_step(distiller, distill_opt, images, targets)}
+            "distill_step_s": lambda: _training_step(distiller, distill_opt, images, targets, precision)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for index in range(warmup + repeats):
         for name, fn in runs.items():  # interleaved, so drifting machine load hits all three
@@ -82,7 +94,8 @@ def measure_step_times(config: Config, *, repeats: int = 5, warmup: int = 2) -> 
                 times[name].append(elapsed)
     result = {name: statistics.median(values) for name, values in times.items()}
     result["ratio"] = result["distill_step_s"] / (result["student_step_s"] + result["teacher_forward_s"])
-    return {**result, "batch_size": config.train.batch_size, "device": str(device)}
+    return {**result, "batch_size": config.train.batch_size, "device": str(device),
+            "bf16": use_bf16(config.train.amp, device)}
 
 
 def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> float:
@@ -94,7 +107,7 @@ def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> f
     optimizer = build_optimizer(params, "sgd", lr=1e-5)
     model.train()
     for _ in range(steps):
-        _training_step(model, optimizer, images, targets)
+        _training_step(model, optimizer, images, targets, _precision(config, device))
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return proc_status_mib("VmHWM")  # not ru_maxrss, which carries the parent's peak across fork

@@ -127,4 +127,4 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
         runs += [RunSpec(retina, "teacher", "default", 0, "reference", dataset=first),
                  *(RunSpec(retina, "none", "student", s, "retinanet", dataset=first) for s in seeds_of("retinanet")),
                  *(RunSpec(retina, "tar", "full", s, "retinanet", dataset=first) for s in seeds_of("retinanet"))]
-    return runs
+    return [r for r in runs if r.group not in preset.dropped_groups]

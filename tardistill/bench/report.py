@@ -113,8 +113,12 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
               _sensitivity_table(records, first), "",
               f"- Does any weight at 0.3x or 3x stop the student learning? {sensitivity_claim(records, first)}.", "",
               f"### TAR's choices, each changed alone ({first}, seed 0)", ""]
-    choices = choice_rows(records, first)
-    lines += [_table(choices, choices[0] if choices else None, reference_name="defaults"), ""]
+    if "choices" in preset.dropped_groups:
+        lines += ["Not run by this preset (cut for time); earlier measurements are in "
+                  "docs/results_superseded.json.", ""]
+    else:
+        choices = choice_rows(records, first)
+        lines += [_table(choices, choices[0] if choices else None, reference_name="defaults"), ""]
     if "retinanet" in preset.overrides:
         retina = retinanet_rows(records, first)
         lines += [f"### RetinaNet ({first})", "",
@@ -153,13 +157,19 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
             + ", ".join(f"{name} ({d['num_train']} / {d['num_val']} / {d['num_test']} images at {d['image_size']} px)"
                         for name, d in preset.datasets.items())
             + f". Students train {preset.student_iterations['faster_rcnn']} iterations, teachers "
-            f"{preset.teacher_iterations['faster_rcnn']}. Runs of groups {', '.join(preset.seeded_groups)} use "
+            f"{preset.teacher_iterations['faster_rcnn']}, with {_training_settings(preset)}. Runs of groups {', '.join(preset.seeded_groups)} use "
             f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the "
             f"test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "
             f"TAR runs at the shipped defaults (docs/METHOD.md) unless a row says otherwise; each baseline at "
             f"its paper's defaults" + (f" ({', '.join(preset.dropped_baselines)} not run by this preset, for time)"
                                        if preset.dropped_baselines else "") + "." + _pretraining_text(records)]
+
+
+def _training_settings(preset: Preset) -> str:
+    """The preset's own train.* settings of its Faster R-CNN runs, as `key=value` text."""
+    settings = [item for item in preset.overrides["faster_rcnn"] if item.startswith("train.")]
+    return ", ".join(f"`{item}`" for item in settings) or "the config defaults"
 
 
 def _seeded_baselines_text(preset: Preset) -> str:

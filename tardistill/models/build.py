@@ -15,6 +15,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 
 from tardistill.errors import ConfigError
 from tardistill.models.backbones import build_fpn_backbone
+from tardistill.models.roi_align import use_fast_backward_roi_align
 from tardistill.models.weights import load_backbone_weights, load_detector_weights
 from tardistill.models.zoo import build_zoo_detector, zoo_architecture
 
@@ -74,6 +75,7 @@ def build_detector(kind: str, backbone: str, *, num_classes: int, width_multipli
         model = _build_own(kind, fpn, backbone=backbone, num_classes=num_classes, head_width=head_width,
                            anchor_sizes=anchor_sizes, image_size=min_size, head_norm=head_norm,
                            settings=settings)
+    use_fast_backward_roi_align(model)  # CPU training speed only; outputs unchanged
     if backbone_weights:
         load_backbone_weights(model.backbone.body, Path(backbone_weights))
     if weights:

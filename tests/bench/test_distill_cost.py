@@ -22,3 +22,10 @@ def test_peak_memory_in_fresh_processes(config):
     result = measure_peak_memory(config, steps=1)
     assert 100 < result["student_peak_mib"] < 20_000
     assert result["ratio"] == pytest.approx(result["distill_peak_mib"] / result["student_peak_mib"])
+
+
+def test_step_times_train_under_the_configs_precision(config):
+    """The timings are those of a real run: train.amp=bf16 autocasts on the CPU as `fit` does."""
+    assert measure_step_times(config, repeats=1, warmup=0)["bf16"] is False  # auto: fp32 on a CPU
+    config.train.amp = "bf16"
+    assert measure_step_times(config, repeats=1, warmup=0)["bf16"] is True

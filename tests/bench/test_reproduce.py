@@ -33,7 +33,10 @@ def test_plan_has_every_row_the_report_needs():
         assert baselines == set(BASELINES) - set(PRESETS["cpu"].dropped_baselines)
     synth_tar = {(r.variant, r.seed) for r in runs if r.dataset == "synth" and r.method == "tar"
                  and r.detector == "faster_rcnn"}
-    assert {(name, 0) for name in (*COMPONENTS, *SENSITIVITY, *CHOICES)} <= synth_tar
+    assert {(name, 0) for name in (*COMPONENTS, *SENSITIVITY)} <= synth_tar
+    # a dropped group is not planned; a preset that keeps it runs it
+    assert "choices" in PRESETS["cpu"].dropped_groups and not any(r.group == "choices" for r in runs)
+    assert {r.variant for r in plan_runs(PRESETS["gpu"], seeds=1) if r.group == "choices"} == set(CHOICES)
     assert {("full_linear_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
     assert not any(r.group == "tuned" for r in runs)
     # each dataset's best baseline runs every seed, so the "level with the best baseline" claim is decided
