@@ -400,4 +400,5 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
 
 def _type_error(value: Any, hint: Any, key: str, source: str) -> ConfigError:
     wanted = getattr(hint, "__name__", str(hint))
-    return ConfigError(f"{source}: key '{key}' expects {wanted}, got {value!r} ({type(value).__name__})")
+    advice = " (write true or false)" if hint is bool else ""
+    return ConfigError(f"{source}: key '{key}' expects {wanted}{advice}, got {value!r} ({type(value).__name__})")

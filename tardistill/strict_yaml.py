@@ -1,11 +1,15 @@
 """YAML parsing that refuses what yaml.safe_load lets through silently: repeated keys and alias bombs.
 
+Booleans are `true` and `false` only (YAML 1.2): YAML 1.1 also reads yes/no/on/off as booleans,
+which turned the documented `train.amp: off` into False, a type error.
+
 Config files and `--set` values are read by `parse_yaml`; config.read_yaml_mapping adds the file
 handling. Every problem is a YAMLProblem with a one-line message.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -34,6 +38,13 @@ class _StrictLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             _check_unique_keys(self, node)
         return super().construct_mapping(node, deep=deep)
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _check_unique_keys(loader: _StrictLoader, node: yaml.MappingNode) -> None:

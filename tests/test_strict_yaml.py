@@ -42,3 +42,20 @@ def test_a_self_referencing_alias_and_deep_nesting_are_one_line():
         parse_yaml("a: &a [1, *a]\n")
     with pytest.raises(YAMLProblem, match="nested too deeply"):
         parse_yaml("[" * 5000 + "]" * 5000)
+
+
+def test_only_true_and_false_are_booleans():
+    """YAML 1.1's yes/no/on/off stay words, so `train.amp: off` is the string the option expects."""
+    assert parse_yaml("[true, False, TRUE, off, on, yes, no]") == [True, False, True, "off", "on", "yes", "no"]
+
+
+def test_amp_off_reads_from_a_file_and_from_set_and_a_bool_key_asks_for_true_or_false(tmp_path):
+    from tardistill.config import load_config
+    from tardistill.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  amp: off\n")
+    assert load_config(path).train.amp == "off"
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ConfigError, match=r"'data.flip' expects bool \(write true or false\), got 'no'"):
+        load_config(None, ["data.flip=no"])
