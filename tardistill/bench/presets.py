@@ -79,8 +79,9 @@ _RETINA_SMALL = ("model.anchor_sizes=[8,16,32,64,128]", "model.retinanet_levels=
 # From pretrained backbones: lr 0.02 (torchvision's reference for batch 16 is 0.02) and a step
 # schedule, x0.1 at 60 % and 90 % (the paper's 1x: 67 % and 92 %). A cosine schedule cost the
 # students: digits student alone, seed 0, 1600 iterations, 35.4 test AP cosine against 39.9 multistep
-# (CPU-2, 2026-11-30, runs/probe_speed). The first step sits early enough that the last quarter of the
-# schedule is at the low learning rates, where the convergence rule (bench/summary.py) reads the curve.
+# (CPU-2, 2026-11-30, docs/probe_schedule.json). The first step sits early enough that the last
+# quarter of the schedule is at the low learning rates, where the convergence rule (bench/summary.py)
+# reads the curve.
 _SCHEDULE = ("train.batch_size=8", "train.lr=0.02", "train.warmup_iterations=100", "train.schedule=multistep",
              "train.milestones=[0.6,0.9]")
 # bf16 autocast on the CPU: 1.4x (student) to 1.7x (teacher) faster training steps on CPU-2, whose
@@ -106,8 +107,9 @@ PRESETS = {
                  "retinanet": ("model.backbone=resnet18", "model.width_multiplier=0.25", "model.fpn_channels=64")},
         pretrain={"teacher": 1000, "student": 1500}, pretrain_overrides=_SCRATCH_SCHEDULE,
         # 2400 iterations (9.6 epochs of 2000 images): at 800 the students were far from converged
-        # (digits student alone, seed 0: 23.5 val AP at 800 cosine iterations, 45.2 at step 1500 of a
-        # 1600-iteration step schedule and still rising; CPU-2, 2026-11-30, runs/probe_speed).
+        # (digits student alone, seed 0: 23.5 val AP after 800 cosine iterations, 45.3 after 1600 on a
+        # step schedule, which still gained 2.6 over its last quarter; CPU-2, 2026-11-30,
+        # docs/probe_schedule.json).
         teacher_iterations={"faster_rcnn": 2400, "retinanet": 2400},
         student_iterations={"faster_rcnn": 2400, "retinanet": 2400},
         jobs=2, threads=1, seeded_groups=("main", "components"),
