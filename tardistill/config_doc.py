@@ -78,7 +78,8 @@ def render_config_doc() -> str:
              "dataclasses in `tardistill/config.py`; edit those, then regenerate:", "",
              "```bash", REGENERATE, "```", "",
              "A config file is flat YAML with these sections. Any key can be overridden on the command line "
-             "with `--set section.key=value`; unknown keys and wrong types are refused. Booleans are `true` or `false` (YAML 1.1's yes, no, on and off are read as words).", "",
+             "with `--set section.key=value`; unknown keys and wrong types are refused. Booleans are `true` or "
+             "`false` (YAML 1.1's yes, no, on and off are read as words).", "",
              "## Top level", "", *section_table(Config, "", top_level)]
     for field in sections:
         cls: Any = hints[field.name]

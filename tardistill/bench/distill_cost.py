@@ -7,7 +7,6 @@ torch's peak allocation), so one mode's allocations cannot hide another's.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import statistics
 import time
@@ -20,7 +19,7 @@ from tardistill.data.loader import collate_detection
 from tardistill.distill.pair import build_distiller, build_pair
 from tardistill.engine.schedule import build_optimizer
 from tardistill.engine.setup import dataset_for, detector_from_config, select_device, use_bf16
-from tardistill.engine.trainer import PrefixedLosses
+from tardistill.engine.trainer import PrefixedLosses, precision_context
 from tardistill.models.profile import proc_status_mib
 
 
@@ -40,13 +39,6 @@ def _parts(config: Config, device: torch.device, *, with_teacher: bool = True):
     pair = build_pair(config, list(dataset.classes))
     distiller = build_distiller(pair, config.distill).to(device)
     return pair.teacher, pair.student, distiller, images, targets
-
-
-def _precision(config: Config, device: torch.device):
-    """The autocast `fit` trains under (train.amp), so the timings are those of a real run."""
-    if use_bf16(config.train.amp, device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _training_step(model, optimizer, images, targets, precision) -> None:
@@ -77,7 +69,8 @@ def measure_step_times(config: Config, *, repeats: int = 5, warmup: int = 2) -> 
     plain_opt = build_optimizer(student.parameters(), "sgd", lr=1e-5)
     distill_opt = build_optimizer(distiller.trainable_parameters(), "sgd", lr=1e-5)
 
-    precision = _precision(config, device)
+    bf16 = use_bf16(config.train.amp, device)
+    precision = precision_context(bf16, device)  # as `fit` trains, so the timings are a real run's
 
     def teacher_forward():
         with torch.no_grad(), precision:
@@ -95,7 +88,7 @@ def measure_step_times(config: Config, *, repeats: int = 5, warmup: int = 2) -> 
     result = {name: statistics.median(values) for name, values in times.items()}
     result["ratio"] = result["distill_step_s"] / (result["student_step_s"] + result["teacher_forward_s"])
     return {**result, "batch_size": config.train.batch_size, "device": str(device),
-            "bf16": use_bf16(config.train.amp, device)}
+            "bf16": bf16}
 
 
 def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> float:
@@ -106,8 +99,9 @@ def _peak_memory_worker(config_dict: dict[str, Any], mode: str, steps: int) -> f
     params = student.parameters() if distiller is None else distiller.trainable_parameters()
     optimizer = build_optimizer(params, "sgd", lr=1e-5)
     model.train()
+    precision = precision_context(use_bf16(config.train.amp, device), device)
     for _ in range(steps):
-        _training_step(model, optimizer, images, targets, _precision(config, device))
+        _training_step(model, optimizer, images, targets, precision)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return proc_status_mib("VmHWM")  # not ru_maxrss, which carries the parent's peak across fork

@@ -157,7 +157,8 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
             + ", ".join(f"{name} ({d['num_train']} / {d['num_val']} / {d['num_test']} images at {d['image_size']} px)"
                         for name, d in preset.datasets.items())
             + f". Students train {preset.student_iterations['faster_rcnn']} iterations, teachers "
-            f"{preset.teacher_iterations['faster_rcnn']}, with {_training_settings(preset)}. Runs of groups {', '.join(preset.seeded_groups)} use "
+            f"{preset.teacher_iterations['faster_rcnn']}, with {_training_settings(preset)}. "
+            f"Runs of groups {', '.join(preset.seeded_groups)} use "
             f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the "
             f"test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "last_state.safetensors"
 
 
+def precision_context(amp: bool, device: torch.device):
+    """The context a training forward runs in: bf16 autocast when `amp`, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+
 class PrefixedLosses(LossModule):
     """Wraps a torchvision detector so its training losses come back as `det/<name>`, each weighing 1."""
 
@@ -209,8 +214,7 @@ def _train_step(model, images, targets, optimizer, schedule: Schedule, base_lrs,
         group["lr"] = base * factor
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    with autocast:
+    with precision_context(amp, device):
         losses = (forward or model)(images, targets)
     total, weights = model.weighted_total(losses, step, schedule.iterations)
     try:

@@ -4,8 +4,8 @@ import pytest
 
 from tardistill.bench.plan import CHOICES
 from tardistill.bench.summary import (
-    CHOICE_CLAIMS, ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std, paired_gains,
-    paired_text, retinanet_rows, sensitivity_claim, sensitivity_grid, verdict, weak_teacher_note)
+    CHOICE_CLAIMS, ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std,
+    paired_gains, paired_text, retinanet_rows, sensitivity_claim, sensitivity_grid, verdict, weak_teacher_note)
 
 
 def record(method, variant="default", seed=0, ap=0.3, detector="faster_rcnn", group="main", dataset="synth",
