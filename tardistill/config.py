@@ -276,10 +276,20 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (saved beside every run's outputs)."""
+def save_config(config: Config, path: str | Path, *, omit: tuple[str, ...] = ()) -> None:
+    """Write the resolved config as YAML (saved beside every run's outputs).
+
+    omit: dotted keys left out of the file (it then reads them at their defaults).
+    """
+    settings = config_to_dict(config)
+    for dotted in omit:
+        *parents, last = dotted.split(".")
+        section = settings
+        for name in parents:
+            section = section[name]
+        del section[last]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def read_yaml_mapping(path: Path, *, context: str = "", missing: str = "config file not found",

@@ -143,3 +143,11 @@ def test_a_key_given_twice_is_an_error_naming_it(tmp_path):
 def test_a_bad_override_value_is_one_line():
     with pytest.raises(ConfigError, match=r"--set model.anchor_sizes=\[8, 16: invalid YAML"):
         load_config(None, ["model.anchor_sizes=[8, 16"])
+
+
+def test_saved_config_leaves_omitted_keys_at_their_defaults(tmp_path):
+    config = load_config(None, ["train.iterations=7", "distill.method=fgd"])
+    save_config(config, tmp_path / "config.yaml", omit=("distill.fpn_weight", "train.lr"))
+    text = (tmp_path / "config.yaml").read_text()
+    assert "fpn_weight" not in text and "\n  lr:" not in text
+    assert load_config(tmp_path / "config.yaml") == config

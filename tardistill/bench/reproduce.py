@@ -30,7 +30,7 @@ from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
 from tardistill.bench.presets import Preset
 from tardistill.config import Config, config_to_dict, load_config
 from tardistill.distill.methods.tar import TAR
-from tardistill.distill.pair import TAR_FLAT_KEYS
+from tardistill.distill.pair import idle_tar_keys
 from tardistill.strict_json import without_nonfinite, write_json
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,8 @@ def settings_that_matter(config: Config) -> dict[str, Any]:
     distill = settings["distill"]
     if distill["teacher"] is None:
         del settings["distill"]
-    elif distill["method"] != "tar":
-        settings["distill"] = {key: value for key, value in distill.items() if key not in TAR_FLAT_KEYS}
+    elif idle := idle_tar_keys(config.distill):
+        settings["distill"] = {key: value for key, value in distill.items() if key not in idle}
     else:
         unused = {option for weight, options in TAR.term_options.items() if distill[weight] == 0
                   for option in options}

@@ -35,6 +35,16 @@ class DistillPair:
     class_map: ClassMap | None = None
 
 
+def idle_tar_keys(terms: DistillConfig) -> tuple[str, ...]:
+    """TAR's flat keys (fpn_weight, ...) when another method (or none) distills, else nothing.
+
+    There they must sit at their defaults (method_from_config), so a run's saved config leaves them
+    out: written at the defaults of its day, a later change of a TAR default would make the saved
+    file fail to rerun.
+    """
+    return () if terms.method == "tar" else TAR_FLAT_KEYS
+
+
 def method_from_config(terms: DistillConfig, kind: str) -> DistillMethod:
     """The configured method: distill.method_options over its defaults, and for TAR the flat keys.
 

@@ -12,6 +12,7 @@ import torch
 from tardistill.config import Config, as_config, config_to_dict, save_config
 from tardistill.data.bad_samples import merge_reasons, skipped_report
 from tardistill.data.loader import check_splits_agree
+from tardistill.distill.pair import idle_tar_keys
 from tardistill.engine.distributed import init_distributed, is_main, run_on_main
 from tardistill.engine.evaluator import evaluate
 from tardistill.engine.schedule import build_optimizer
@@ -121,7 +122,8 @@ def run_training(config: Config, model: Trainable, detector: torch.nn.Module, tr
                                 momentum=config.train.momentum, weight_decay=config.train.weight_decay)
     start = start_state(out_dir, model, optimizer, resume=resume)
     if is_main():
-        save_config(config, out_dir / "config.yaml")
+        save_config(config, out_dir / "config.yaml",
+                    omit=tuple(f"distill.{key}" for key in idle_tar_keys(config.distill)))
     batches = batch_stream(train_set, batch_size=config.train.batch_size, seed=config.seed,
                            num_workers=config.data.num_workers)
     state = fit(model, batches, optimizer, schedule_from_config(config), out_dir=out_dir,

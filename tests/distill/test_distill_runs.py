@@ -3,10 +3,12 @@
 import json
 
 import pytest
+import yaml
 
 from tardistill.commands import distill, train
 from tardistill.engine.setup import load_detector
 from tardistill.config import load_config
+from tardistill.distill.pair import TAR_FLAT_KEYS, check_distill_config
 from tardistill.distill.runs import train_student
 from tardistill.errors import ConfigError, TardistillError
 from tardistill.models.checkpoint import load_checkpoint, save_checkpoint
@@ -60,3 +62,22 @@ def test_overwrite_with_a_missing_teacher_leaves_the_old_run_in_place(tmp_path, 
                       out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == before and (out / "result.json").is_file()
     assert not list(tmp_path.glob("run.replaced-*"))
+
+
+def test_saved_config_of_another_method_leaves_tar_options_out(tmp_path, tiny_overrides, tiny_teacher):
+    """TAR's flat keys must sit at their defaults under another method; saved at the defaults of the
+    day, a later change of a TAR default would make the saved file fail to rerun, so they stay out."""
+    distill(None, [*tiny_overrides, "train.iterations=2", f"distill.teacher={tiny_teacher}", "distill.method=fgd"],
+            tmp_path / "fgd")
+    saved = tmp_path / "fgd" / "config.yaml"
+    assert not set(TAR_FLAT_KEYS) & set(yaml.safe_load(saved.read_text())["distill"])
+    config = load_config(saved)
+    assert config.distill.method == "fgd"
+    check_distill_config(config)  # the saved file reruns as it is
+
+
+def test_saved_config_of_tar_keeps_its_options(tmp_path, tiny_overrides, tiny_teacher):
+    distill(None, [*tiny_overrides, "train.iterations=2", f"distill.teacher={tiny_teacher}",
+                   "distill.fpn_weight=0.5"], tmp_path / "tar")
+    saved = yaml.safe_load((tmp_path / "tar" / "config.yaml").read_text())["distill"]
+    assert set(TAR_FLAT_KEYS) <= set(saved) and saved["fpn_weight"] == 0.5
