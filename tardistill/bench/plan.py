@@ -7,7 +7,8 @@ Groups:
 - reference: the teachers (trained once, cached), on every dataset of the preset.
 - main: the student alone and TAR at its shipped defaults, on every dataset, every seed.
 - baselines: the other distillation methods at their paper defaults, same teacher, student and schedule;
-  every seed when the preset seeds the group, else seed 0 and every seed for its seeded_baselines.
+  every seed when the preset seeds the group, else seed 0, and every seed for the best baseline of
+  each dataset once it is known (Preset.seed_best_baseline).
 - components: the paper's ablation, each TAR part alone (seed 0) and the full method with the paper's
   linear decay (every seed: the decay verdict needs a noise estimate; TAR ships without decay).
 - sensitivity: each TAR weight at 0.3x and 3x its default, seed 0.
@@ -92,13 +93,22 @@ class RunSpec:
         return [k for k in keys if k]
 
 
+def planned_baselines(preset: Preset) -> list[str]:
+    """The baselines the preset runs, in plan order."""
+    return [method for method in BASELINES if method not in preset.dropped_baselines]
+
+
 def pretrain_spec(role: str) -> RunSpec:
     """The pretraining run of the backbone that `role` (teacher | student) starts from."""
     return RunSpec("faster_rcnn", PRETRAIN, role, 0, PRETRAIN, dataset="shapes")
 
 
-def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
-    """Every run of the sweep, most important first, so a cut-short sweep has the key rows."""
+def plan_runs(preset: Preset, seeds: int, best_baselines: dict[str, str] | None = None) -> list[RunSpec]:
+    """Every run of the sweep, most important first, so a cut-short sweep has the key rows.
+
+    best_baselines: dataset -> its best baseline at seed 0 (summary.best_seed0_baselines), which
+    then runs every seed when the preset asks for it; a dataset not named there has no choice yet.
+    """
     def seeds_of(group: str) -> range:
         return range(seeds if group in preset.seeded_groups else 1)
 
@@ -113,14 +123,15 @@ def plan_runs(preset: Preset, seeds: int) -> list[RunSpec]:
     # Then the comparison with the baselines on the first dataset, the decay verdict, the baselines on
     # the other datasets, the sensitivity table and the rest of the ablation.
     baselines = [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in seeds_of("baselines")
-                 for d in preset.datasets for method in BASELINES if method not in preset.dropped_baselines]
+                 for d in preset.datasets for method in planned_baselines(preset)]
     runs += [r for r in baselines if r.dataset == first]
     runs += [RunSpec(frcnn, "tar", "full_linear_decay", s, "components", LINEAR_DECAY, dataset=first)
              for s in seeds_of("components")]
     runs += [r for r in baselines if r.dataset != first]
     runs += [RunSpec(frcnn, "tar", name, 0, "sensitivity", o, dataset=first) for name, o in SENSITIVITY.items()]
-    runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in range(1, seeds)
-             for d, methods in preset.extra_seeded_baselines.items() for method in methods]
+    if preset.seeds_best_baseline:
+        runs += [RunSpec(frcnn, method, "default", s, "baselines", dataset=d) for s in range(1, seeds)
+                 for d, method in (best_baselines or {}).items()]
     runs += [RunSpec(frcnn, "tar", name, 0, "components", o, dataset=first) for name, o in COMPONENTS.items()]
     runs += [RunSpec(frcnn, "tar", name, 0, "choices", o, dataset=first) for name, o in CHOICES.items()]
     if "retinanet" in preset.overrides:

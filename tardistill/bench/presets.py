@@ -34,8 +34,10 @@ class Preset:
     seeded_groups: run groups repeated for every seed; the others run seed 0 only.
     dropped_baselines: baselines this preset does not run (bench.plan.BASELINES lists them all).
     dropped_groups: run groups (bench.plan) this preset does not run.
-    seeded_baselines: dataset -> baselines that also run every seed when their group does not: the
-        best of each dataset, so "TAR is level with the best baseline" is decided on seeds, not one run.
+    seed_best_baseline: when the baselines group runs seed 0 only, the best baseline of each dataset
+        also runs every seed, so "TAR is level with the best baseline" is decided on seeds, not one
+        run. The best is chosen on validation at seed 0, once every seed-0 baseline of the dataset
+        has finished (summary.best_seed0_baselines); the sweep adds its seeds then.
     tar: overrides of TAR's settings for every TAR run; empty: TAR at the shipped defaults.
     init_from: detector kind -> role -> key of the sweep run whose best weights start that run.
     """
@@ -52,16 +54,16 @@ class Preset:
     seeded_groups: tuple[str, ...]
     dropped_baselines: tuple[str, ...] = ()
     dropped_groups: tuple[str, ...] = ()
-    seeded_baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    seed_best_baseline: bool = False
     pretrain: dict[str, int] = field(default_factory=dict)
     pretrain_overrides: tuple[str, ...] = ()
     tar: tuple[str, ...] = ()
     init_from: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
-    def extra_seeded_baselines(self) -> dict[str, tuple[str, ...]]:
-        """seeded_baselines, or nothing when the baselines group already runs every seed."""
-        return {} if "baselines" in self.seeded_groups else self.seeded_baselines
+    def seeds_best_baseline(self) -> bool:
+        """Whether the best baseline runs extra seeds (not when the whole baselines group is seeded)."""
+        return self.seed_best_baseline and "baselines" not in self.seeded_groups
 
     @property
     def data(self) -> dict[str, int]:
@@ -115,9 +117,7 @@ PRESETS = {
         teacher_iterations={"faster_rcnn": 2400, "retinanet": 2400},
         student_iterations={"faster_rcnn": 2400, "retinanet": 2400},
         jobs=2, threads=1, seeded_groups=("main", "components"),
-        # The best baseline on validation of each dataset in the one-seed sweep of 2026-11-30 (CPU-2):
-        # PKD on synth (val 34.0), CWD on digits (val 32.3, FGFI 32.1).
-        seeded_baselines={"synth": ("pkd",), "digits": ("cwd",)},
+        seed_best_baseline=True,
         # Cut for the time budget (rows, not schedules): at their papers' defaults both ended far below
         # the student alone from pretrained backbones (synth FitNet 4.9, Chen 2017 13.7 test AP against
         # 27.9; digits 2.5 and 6.6 against 20.3; records in docs/results_superseded.json).

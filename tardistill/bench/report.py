@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tardistill.bench import plots
-from tardistill.bench.plan import RunSpec, plan_runs
+from tardistill.bench.plan import RunSpec
 from tardistill.bench.presets import Preset
-from tardistill.bench.reproduce import load_records, run_config
+from tardistill.bench.reproduce import best_baselines, load_records, run_config, sweep_plan
 from tardistill.bench.summary import (
     Row, ablation_claims, choice_rows, component_rows, convergence, dataset_claims,
     headline_rows, mean_std, retinanet_rows, select, sensitivity_claim, sensitivity_grid, weak_teacher_note)
@@ -135,7 +135,7 @@ def _section(preset: Preset, records: list[dict], seeds: int, figures: list[Path
 
 def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
     """How the sweep ran, from the records: counts, dates, machine, overlap, load and times."""
-    planned = len(plan_runs(preset, seeds))
+    planned = len(sweep_plan(preset, seeds, records))
     machines = sorted({r["machine"] for r in records}) or ["(no runs yet)"]
     dates = sorted(r["finished"][:10] for r in records)
     elapsed = elapsed_sweep_minutes(records)
@@ -159,7 +159,7 @@ def _header(preset: Preset, records: list[dict], seeds: int) -> list[str]:
             + f". Students train {preset.student_iterations['faster_rcnn']} iterations, teachers "
             f"{preset.teacher_iterations['faster_rcnn']}, with {_training_settings(preset)}. "
             f"Runs of groups {', '.join(preset.seeded_groups)} use "
-            f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset)}. AP and AP50 are on the "
+            f"seeds 0..{seeds - 1}, the others seed 0{_seeded_baselines_text(preset, records)}. AP and AP50 are on the "
             f"test split, from the checkpoint "
             f"best on validation; val AP is that best validation AP, the number settings are chosen by. "
             f"TAR runs at the shipped defaults (docs/METHOD.md) unless a row says otherwise; each baseline at "
@@ -173,13 +173,14 @@ def _training_settings(preset: Preset) -> str:
     return ", ".join(f"`{item}`" for item in settings) or "the config defaults"
 
 
-def _seeded_baselines_text(preset: Preset) -> str:
+def _seeded_baselines_text(preset: Preset, records: list[dict]) -> str:
     """The baselines that run every seed although their group runs one (each dataset's best)."""
-    if not preset.extra_seeded_baselines:
+    if not preset.seeds_best_baseline:
         return ""
-    named = "; ".join(f"{', '.join(methods)} on {dataset}"
-                      for dataset, methods in preset.extra_seeded_baselines.items())
-    return f", except the best baseline of each dataset, which runs every seed ({named})"
+    chosen = best_baselines(preset, records)
+    named = "; ".join(f"{chosen[d]} on {d}" if d in chosen else f"not chosen yet on {d}" for d in preset.datasets)
+    return (f", except the best baseline of each dataset (best validation AP at seed 0, chosen once all "
+            f"its seed-0 baselines finished), which runs every seed ({named})")
 
 
 def _pretraining_text(records: list[dict]) -> str:
@@ -258,7 +259,7 @@ def _write_results_json(path: Path, records: list[dict], preset: Preset) -> None
 
 def write_report(preset: Preset, out: Path, *, docs: Path, seeds: int, measure_performance: bool) -> list[Path]:
     """Write the report from the finished runs under OUT; returns the files written."""
-    planned = {spec.key for spec in plan_runs(preset, seeds)}
+    planned = {spec.key for spec in sweep_plan(preset, seeds, load_records(out))}
     records = [r for r in load_records(out) if r["key"] in planned]  # not probes or retired plan rows
     docs.mkdir(parents=True, exist_ok=True)
     prefix = docs / f"reproduce_{preset.name}"

@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, pretrain_spec
+from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs, planned_baselines, pretrain_spec
 from tardistill.bench.presets import Preset
+from tardistill.bench.summary import best_seed0_baselines
 from tardistill.config import Config, config_to_dict, load_config
 from tardistill.distill.methods.tar import TAR
 from tardistill.distill.pair import idle_tar_keys
@@ -150,6 +151,16 @@ def load_records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
 
 
+def best_baselines(preset: Preset, records: list[dict[str, Any]]) -> dict[str, str]:
+    """dataset -> its best baseline at seed 0, where all of them have finished (summary.best_seed0_baselines)."""
+    return best_seed0_baselines(records, list(preset.datasets), planned_baselines(preset))
+
+
+def sweep_plan(preset: Preset, seeds: int, records: list[dict[str, Any]]) -> list[RunSpec]:
+    """The preset's runs (plan_runs), with the best baselines chosen from `records`."""
+    return plan_runs(preset, seeds, best_baselines(preset, records))
+
+
 def ensure_data(preset: Preset, out: Path) -> None:
     """Generate each dataset of the preset under OUT/data/<name>, unless it is there already."""
     from tardistill.data.generated import generate_dataset
@@ -203,18 +214,28 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
               only: list[str] | None = None) -> dict[str, Any]:
     """Run every planned run that has no record yet; a run starts once the runs it depends on exist.
 
+    The plan grows as runs finish: the last seed-0 baseline of a dataset settles its best baseline,
+    whose other seeds then join the plan (sweep_plan).
     only: if given, substrings; runs whose key contains none of them are skipped.
     Returns {"done": [...keys], "failed": {key: traceback}, "skipped": [...keys]}.
     """
     jobs = jobs or preset.jobs
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ensure_data(preset, out)
-    plan = [s for s in plan_runs(preset, seeds) if not only or any(o in s.key for o in only)]
-    for spec in plan:
-        if not is_current(spec, preset, out):
-            log.warning("%s: its config differs from the plan's; moved to %s and rerun", spec.key,
-                        set_aside(spec, out))
-    pending = [s for s in plan if not record_path(out, s.key).is_file()]
+    plan: list[RunSpec] = []
+
+    def new_runs() -> list[RunSpec]:
+        """Planned runs not yet in `plan`, stale ones set aside, added to `plan`; those without a record."""
+        added = [s for s in sweep_plan(preset, seeds, load_records(out))
+                 if s not in plan and (not only or any(o in s.key for o in only))]
+        for spec in added:
+            if not is_current(spec, preset, out):
+                log.warning("%s: its config differs from the plan's; moved to %s and rerun", spec.key,
+                            set_aside(spec, out))
+        plan.extend(added)
+        return [s for s in added if not record_path(out, s.key).is_file()]
+
+    pending = new_runs()
     skipped = [s.key for s in plan if s not in pending]
     log.info("bench reproduce %s: %d runs planned, %d already done, %d to run, %d at a time",
              preset.name, len(plan), len(skipped), len(pending), jobs)
@@ -243,6 +264,9 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
                     log.info("finished %s: test AP %.1f AP50 %.1f in %.1f min (%d left, %.0f min elapsed)",
                              spec.key, 100 * record["ap"], 100 * record["ap50"], record["wall_s"] / 60,
                              len(pending) + len(running), (time.perf_counter() - started) / 60)
+            for spec in new_runs():
+                pending.append(spec)
+                log.info("planned %s (the best baseline of its dataset runs every seed)", spec.key)
     return {"done": done, "failed": failed, "skipped": skipped}
 
 

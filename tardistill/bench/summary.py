@@ -237,6 +237,17 @@ def best_baseline(records: list[dict], dataset: str) -> Row | None:
     return max(rows, key=lambda r: r.mean_val_ap, default=None)
 
 
+def best_seed0_baselines(records: list[dict], datasets: list[str], methods: list[str]) -> dict[str, str]:
+    """dataset -> the method of `methods` with the best validation AP at seed 0, for each dataset
+    where all of them have finished seed 0 (until then its choice waits, so it cannot change)."""
+    chosen = {}
+    for dataset in datasets:
+        seed0 = [r for r in select(records, dataset=dataset, detector="faster_rcnn", seed=0) if r["method"] in methods]
+        if {r["method"] for r in seed0} == set(methods):
+            chosen[dataset] = best_baseline(seed0, dataset).label
+    return chosen
+
+
 def paired_gains(better: list[dict], worse: list[dict]) -> dict[int, float]:
     """Test AP difference in points, seed by seed, over the seeds both sides finished.
 

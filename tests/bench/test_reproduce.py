@@ -39,13 +39,14 @@ def test_plan_has_every_row_the_report_needs():
     assert {r.variant for r in plan_runs(PRESETS["gpu"], seeds=1) if r.group == "choices"} == set(CHOICES)
     assert {("full_linear_decay", s) for s in range(3)} <= synth_tar  # the decay verdict needs seeds
     assert not any(r.group == "tuned" for r in runs)
-    # each dataset's best baseline runs every seed, so the "level with the best baseline" claim is decided
-    for dataset, methods in PRESETS["cpu"].seeded_baselines.items():
-        for method in methods:
-            assert {r.seed for r in runs if r.dataset == dataset and r.method == method} == {0, 1, 2}
-    # a preset that seeds the whole baselines group has no extra seeded baselines to add
-    assert PRESETS["gpu"].extra_seeded_baselines == {}
-    assert PRESETS["cpu"].extra_seeded_baselines == PRESETS["cpu"].seeded_baselines
+    # the baselines run seed 0; each dataset's best of them, once chosen, runs every seed, so the "level
+    # with the best baseline" claim is decided on seeds
+    assert {r.seed for r in runs if r.group == "baselines"} == {0}
+    chosen = plan_runs(PRESETS["cpu"], seeds=3, best_baselines={"synth": "fgfi"})
+    assert {(r.dataset, r.method, r.seed) for r in chosen if r.group == "baselines" and r.seed} == {
+        ("synth", "fgfi", 1), ("synth", "fgfi", 2)}
+    # a preset that seeds the whole baselines group has nothing to add
+    assert plan_runs(PRESETS["gpu"], seeds=3, best_baselines={"synth": "fgd"}) == plan_runs(PRESETS["gpu"], seeds=3)
     assert {r.method for r in runs if r.detector == "retinanet"} == {"teacher", "none", "tar"}
     # the pretraining runs first, then the teachers: nothing is planned before what it depends on
     assert [r.method for r in runs[:2]] == ["pretrain", "pretrain"]
@@ -151,6 +152,14 @@ def test_init_from_starts_a_run_from_another_runs_weights_and_waits_for_it(tmp_p
     broken = replace(preset, teacher={**TINY.teacher, "faster_rcnn": ("model.backbone=no_such_net",)})
     result = run_sweep(broken, tmp_path / "broken", seeds=1, only=only)
     assert result["failed"]["synth-retinanet-teacher-default-s0"] == "synth-faster_rcnn-teacher-default-s0 did not finish"
+
+
+def test_the_last_seed0_baseline_to_finish_adds_the_best_baselines_seeds(tmp_path):
+    one_baseline = replace(TINY, dropped_baselines=tuple(m for m in BASELINES if m != "fgfi"))
+    result = run_sweep(one_baseline, tmp_path, seeds=2, only=["synth-faster_rcnn-teacher", "fgfi"])
+    assert result["failed"] == {}
+    assert result["done"] == ["synth-faster_rcnn-teacher-default-s0", "synth-faster_rcnn-fgfi-default-s0",
+                              "synth-faster_rcnn-fgfi-default-s1"]
 
 
 def test_a_pretrained_backbone_is_trained_first_and_loaded_by_its_role(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from tardistill.bench.plan import CHOICES
 from tardistill.bench.summary import (
-    CHOICE_CLAIMS, ablation_claims, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std,
+    CHOICE_CLAIMS, ablation_claims, best_seed0_baselines, choice_rows, component_rows, convergence, dataset_claims, headline_rows, mean_std,
     paired_gains, paired_text, retinanet_rows, sensitivity_claim, sensitivity_grid, verdict, weak_teacher_note)
 
 
@@ -142,3 +142,13 @@ def test_a_teacher_no_better_than_the_student_is_flagged():
         "The teacher ended at or below the student alone (14.0 against 15.0 AP)")
     assert weak_teacher_note(student, teacher) is None
     assert weak_teacher_note(None, student) is None
+
+
+def test_the_best_baseline_is_chosen_on_validation_at_seed_0_once_all_have_finished():
+    records = [record("fgd", ap=0.50, val=0.40), record("pkd", ap=0.40, val=0.45),
+               record("pkd", seed=1, val=0.10), record("cwd", dataset="digits", val=0.3)]
+    methods = ["fgd", "pkd"]
+    # synth: pkd by validation (fgd has the better test AP; a later seed does not change the choice);
+    # digits: waits for fgd and pkd
+    assert best_seed0_baselines(records, ["synth", "digits"], methods) == {"synth": "pkd"}
+    assert best_seed0_baselines(records[:1], ["synth"], methods) == {}
