@@ -225,14 +225,16 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
     plan: list[RunSpec] = []
 
     def new_runs() -> list[RunSpec]:
-        """Planned runs not yet in `plan`, stale ones set aside, added to `plan`; those without a record."""
-        added = [s for s in sweep_plan(preset, seeds, load_records(out))
-                 if s not in plan and (not only or any(o in s.key for o in only))]
+        """Runs the plan has gained (all of them at first), stale ones set aside; those without a record.
+
+        `plan` becomes the current plan, in its priority order."""
+        current = [s for s in sweep_plan(preset, seeds, load_records(out)) if not only or any(o in s.key for o in only)]
+        added = [s for s in current if s not in plan]
         for spec in added:
             if not is_current(spec, preset, out):
                 log.warning("%s: its config differs from the plan's; moved to %s and rerun", spec.key,
                             set_aside(spec, out))
-        plan.extend(added)
+        plan[:] = current
         return [s for s in added if not record_path(out, s.key).is_file()]
 
     pending = new_runs()
@@ -265,8 +267,9 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
                              spec.key, 100 * record["ap"], 100 * record["ap50"], record["wall_s"] / 60,
                              len(pending) + len(running), (time.perf_counter() - started) / 60)
             for spec in new_runs():
-                pending.append(spec)
                 log.info("planned %s (the best baseline of its dataset runs every seed)", spec.key)
+                pending.append(spec)
+            pending.sort(key=plan.index)  # a run added to the plan takes its place in the priority order
     return {"done": done, "failed": failed, "skipped": skipped}
 
 

@@ -156,10 +156,12 @@ def test_init_from_starts_a_run_from_another_runs_weights_and_waits_for_it(tmp_p
 
 def test_the_last_seed0_baseline_to_finish_adds_the_best_baselines_seeds(tmp_path):
     one_baseline = replace(TINY, dropped_baselines=tuple(m for m in BASELINES if m != "fgfi"))
-    result = run_sweep(one_baseline, tmp_path, seeds=2, only=["synth-faster_rcnn-teacher", "fgfi"])
+    only = ["synth-faster_rcnn-teacher", "fgfi", "fpn_weightx0.3"]
+    result = run_sweep(one_baseline, tmp_path, seeds=2, only=only)
     assert result["failed"] == {}
+    # the added seed takes its place in the priority order, before the sensitivity row planned from the start
     assert result["done"] == ["synth-faster_rcnn-teacher-default-s0", "synth-faster_rcnn-fgfi-default-s0",
-                              "synth-faster_rcnn-fgfi-default-s1"]
+                              "synth-faster_rcnn-fgfi-default-s1", "synth-faster_rcnn-tar-fpn_weightx0.3-s0"]
 
 
 def test_a_pretrained_backbone_is_trained_first_and_loaded_by_its_role(tmp_path):
