@@ -259,8 +259,9 @@ def _write_results_json(path: Path, records: list[dict], preset: Preset) -> None
 
 def write_report(preset: Preset, out: Path, *, docs: Path, seeds: int, measure_performance: bool) -> list[Path]:
     """Write the report from the finished runs under OUT; returns the files written."""
-    planned = {spec.key for spec in sweep_plan(preset, seeds, load_records(out))}
-    records = [r for r in load_records(out) if r["key"] in planned]  # not probes or retired plan rows
+    found = load_records(out)
+    planned = {spec.key for spec in sweep_plan(preset, seeds, found)}
+    records = [r for r in found if r["key"] in planned]  # not probes or retired plan rows
     docs.mkdir(parents=True, exist_ok=True)
     prefix = docs / f"reproduce_{preset.name}"
     figures = [plots.plot_val_ap(records, out / "runs", Path(f"{prefix}_val_ap.png")),
