@@ -211,7 +211,7 @@ class DistillConfig:
     student_checkpoint: str | None = None
     method: str = "tar"
     method_options: dict = field(default_factory=dict)
-    fpn_weight: float = field(default=1.0, metadata=at_least(0))
+    fpn_weight: float = field(default=10.0, metadata=at_least(0))
     cls_weight: float = field(default=3.0, metadata=at_least(0))
     reg_weight: float = field(default=1.0, metadata=at_least(0))
     beta: float = field(default=4.0, metadata=above(0))

@@ -170,7 +170,8 @@ def ensure_data(preset: Preset, out: Path) -> None:
         root = out / "data" / name
         if not (root / "annotations" / "test.json").is_file():
             log.info("bench reproduce: writing the %s dataset to %s", name, root)
-            generate_dataset(name, root, seed=0, workers=max(preset.jobs, 1), **sizes)
+            # Before any run starts, so every core writes; the files do not depend on the worker count.
+            generate_dataset(name, root, seed=0, workers=os.cpu_count() or 1, **sizes)
 
 
 def is_current(spec: RunSpec, preset: Preset, out: Path) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tardistill.engine.trainable import Trainable
+from tardistill.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -51,12 +52,22 @@ def init_distributed() -> bool:
         return True
     backend = "gloo"
     if torch.cuda.is_available():
+        check_one_gpu_per_process(local_rank(), torch.cuda.device_count())
         torch.cuda.set_device(local_rank())
         # NCCL for the CUDA tensors of gradient all-reduce; gloo for the small CPU objects and flags
         # (metrics, detections, checkpoints read on rank 0), which NCCL cannot carry.
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend)  # env://: torchrun set the address, port, rank and world size
     return True
+
+
+def check_one_gpu_per_process(local: int, gpus: int) -> None:
+    """NCCL needs a GPU of its own for each process; CUDA's own error ("invalid device ordinal"), or
+    NCCL's when two processes share one, does not say that torchrun started too many."""
+    if local >= gpus:
+        raise ConfigError(f"torchrun started process {local} on a node with {gpus} visible GPU(s): start at "
+                          f"most one process per GPU (--nproc_per_node {gpus}), or set "
+                          f"CUDA_VISIBLE_DEVICES= to train on CPU processes")
 
 
 @contextmanager

@@ -19,6 +19,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
+from tardistill.engine.distributed import check_one_gpu_per_process
+from tardistill.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[2]
 # Observed: at most 3e-7 of a loss and 6e-8 of a weight apart (float32 sums taken in another order by
 # batch-1 and batch-2 convolutions and by the all-reduce). Without the gradient all-reduce the
@@ -182,6 +185,13 @@ def test_sharded_evaluation_scores_every_image_once(tmp_path):
     # one left out would lower the recall: only each image exactly once gives AP 1.
     assert single["AP"] == 1.0 and gathered["metrics"] == single
     assert gathered["detections"] == json.loads(json.dumps(detect_dataset(Oracle(dataset), dataset, batch_size=1)))
+
+
+def test_more_processes_than_gpus_is_refused_with_the_count():
+    check_one_gpu_per_process(0, 1)
+    check_one_gpu_per_process(3, 4)
+    with pytest.raises(ConfigError, match=r"process 1 on a node with 1 visible GPU\(s\).*--nproc_per_node 1"):
+        check_one_gpu_per_process(1, 1)
 
 
 if __name__ == "__main__":  # one torchrun worker of the first test

@@ -29,8 +29,8 @@ def fitnet_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class FitNet(DistillMethod):
-    """fpn_weight: the hint's weight; 1, TAR's default, so that FitNet and TAR differ by the mask
-    alone. The levels are summed, in the paper's units (norm="sum")."""
+    """fpn_weight: the hint's weight; 1, the plain hint of the paper's hint stage. The levels are
+    summed, in the paper's units (norm="sum")."""
 
     name = "fitnet"
     feature_terms = ("kd/fpn",)

@@ -45,8 +45,8 @@ class TAR(DistillMethod):
     term_options = {"fpn_weight": ("beta", "truncate", "fpn_norm"), "cls_weight": ("tau", "cls_gate"),
                     "reg_weight": ("reg_gate",)}
 
-    fpn_weight: float = 1.0
-    cls_weight: float = 3.0  # chosen on validation (docs/METHOD.md, "Defaults")
+    fpn_weight: float = 10.0  # chosen on validation, as cls_weight (docs/METHOD.md, "Defaults")
+    cls_weight: float = 3.0
     reg_weight: float = 1.0
     # A wide mask that does not stop at the box, chosen on validation (docs/METHOD.md, "Defaults").
     beta: float = 4.0
