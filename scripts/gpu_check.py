@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from tardistill.bench.distill_cost import measure_peak_memory, measure_step_times
-from tardistill.bench.plan import RunSpec, plan_runs
+from tardistill.bench.plan import PRETRAIN, RunSpec, plan_runs
 from tardistill.bench.presets import get_preset
 from tardistill.bench.reproduce import execute_run, run_config
 from tardistill.data.generated import generate_dataset
@@ -34,6 +34,21 @@ def small_gpu_preset(iterations: int, num_train: int):
     return dataclasses.replace(preset, datasets={"synth": sizes}, pretrain={},
                                teacher_iterations={k: iterations for k in preset.teacher_iterations},
                                student_iterations={k: iterations for k in preset.student_iterations})
+
+
+def estimated_sweep_hours(rates: dict[str, float], out: Path) -> float:
+    """What the whole gpu sweep would take at `rates` (seconds per iteration of the teacher, the
+    student alone and TAR), each planned run at its own schedule (run_config's). Pretraining counts
+    at its architecture's rate, distillation by any method at TAR's, RetinaNet at Faster R-CNN's:
+    an estimate, not a measurement."""
+    full = get_preset("gpu")
+
+    def rate(spec: RunSpec) -> float:
+        if spec.method == PRETRAIN:
+            return rates[spec.variant]
+        return rates["teacher" if spec.role == "teacher" else "student" if spec.method == "none" else "tar"]
+
+    return sum(run_config(spec, full, out).train.iterations * rate(spec) for spec in plan_runs(full, 3)) / 3600
 
 
 def main() -> None:
@@ -96,19 +111,10 @@ def main() -> None:
                                    "peak_mib": measure_peak_memory(config)}
             save()
 
-    # What the whole gpu sweep would take at these rates: iterations per role, run by run.
-    full = get_preset("gpu")
     seconds_per_iteration = {key: run["wall_s"] / run["iterations"] for key, run in report["runs"].items()}
     if len(seconds_per_iteration) == 3:
-        teacher_s, student_s, tar_s = (seconds_per_iteration[s.key] for s in specs)
-        # RetinaNet rows are counted at Faster R-CNN's rates: an estimate, not a measurement.
-        total = full.pretrain["teacher"] * teacher_s + full.pretrain["student"] * student_s
-        for spec in plan_runs(full, 3):
-            if spec.method == "pretrain":
-                continue
-            iters = (full.teacher_iterations if spec.role == "teacher" else full.student_iterations)[spec.detector]
-            total += iters * (teacher_s if spec.role == "teacher" else student_s if spec.method == "none" else tar_s)
-        report["estimated_full_gpu_sweep_h"] = round(total / 3600, 1)
+        rates = dict(zip(("teacher", "student", "tar"), (seconds_per_iteration[s.key] for s in specs)))
+        report["estimated_full_gpu_sweep_h"] = round(estimated_sweep_hours(rates, out), 1)
         save()
     print(json.dumps(report, indent=1))
 
