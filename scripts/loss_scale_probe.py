@@ -31,7 +31,7 @@ def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int
     torch.manual_seed(0)
     for index in range(batches):
         images, targets = collate_detection([train[i] for i in range(8 * index, 8 * index + 8)])
-        for units in ("standard", "sum"):
+        for units in ("standard", "sum", "channel_softmax"):
             distiller = Distiller(pair.teacher, pair.student, fpn_norm=units).train()
             with torch.no_grad():
                 losses = distiller(images, targets)

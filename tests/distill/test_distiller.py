@@ -44,6 +44,18 @@ def test_kd_terms_are_zero_for_identical_models_even_when_every_roi_is_selected(
     assert losses["stat/reg_gate_rate"].item() == 1.0
 
 
+@pytest.mark.parametrize("fpn_norm", ["standard", "channel_mean", "sum", "channel_softmax"])
+def test_every_fpn_unit_is_zero_for_identical_models_and_trains_a_different_student(fpn_norm):
+    assert _identical_pair(fpn_norm=fpn_norm, truncate=False)(*tiny_batch())["kd/fpn"].item() < 1e-6
+    student = tiny_faster_rcnn(fpn_channels=8, head_width=16, seed=2)
+    distiller = Distiller(tiny_faster_rcnn(seed=1), student, fpn_norm=fpn_norm).train()
+    loss = distiller(*tiny_batch())["kd/fpn"]
+    assert loss.item() > 0
+    loss.backward()
+    grads = [p.grad for p in student.backbone.fpn.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_step_updates_student_and_adapters_but_never_the_teacher():
     # Trainable batch norm in both models: a teacher in train mode would change its running stats.
     teacher = tiny_faster_rcnn(norm_layer=nn.BatchNorm2d, seed=1)

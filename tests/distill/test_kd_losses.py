@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from tardistill.distill.methods.cwd import cwd_loss
 from tardistill.distill.losses import (
     cls_distill_loss, cls_gate, fpn_imitation_loss, paired_iou, reg_distill_loss, reg_gate)
 from tardistill.errors import ConfigError
@@ -44,6 +45,34 @@ def test_fpn_imitation_standard_is_free_of_scale_and_channels():
     for channels, scale in ((16, 1.0), (256, 1000.0)):
         s, t = torch.randn(2, channels, 8, 8), scale * torch.randn(2, channels, 8, 8)
         assert 0.8 < fpn_imitation_loss(s, t, torch.ones(2, 8, 8)).item() < 1.2
+
+
+def test_fpn_channel_softmax_is_cwd_under_the_mask():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    # A mask of ones: CWD's term at tau 1.
+    ones = fpn_imitation_loss(student, teacher, torch.ones(2, 3, 3), norm="channel_softmax")
+    assert math.isclose(ones.item(), cwd_loss(student, teacher, tau=1.0).item(), rel_tol=1e-5)
+    # A KL: 0 for equal maps, positive under any mask.
+    mask = torch.rand(2, 3, 3)
+    assert fpn_imitation_loss(student, student.clone(), mask, norm="channel_softmax").item() < 1e-6
+    assert fpn_imitation_loss(student, teacher, mask, norm="channel_softmax").item() > 0
+    # Cells outside a truncated mask drop out; an image without boxes adds 0 to the mean.
+    box = torch.zeros(2, 3, 3)
+    box[0, :2, :2] = 1.0
+    changed = student.clone()
+    changed[0, :, 2, :] += 5.0
+    changed[1] += 5.0
+    loss = fpn_imitation_loss(student, teacher, box, norm="channel_softmax")
+    assert math.isclose(fpn_imitation_loss(changed, teacher, box, norm="channel_softmax").item(), loss.item(),
+                        rel_tol=1e-5)
+    inside = cwd_loss(student[:1, :, :2, :2], teacher[:1, :, :2, :2], tau=1.0)
+    assert math.isclose(loss.item(), inside.item() / 2, rel_tol=1e-5)
+    # Finite gradients, 0 on the cells and images the mask leaves out.
+    student.requires_grad_(True)
+    fpn_imitation_loss(student, teacher, box, norm="channel_softmax").backward()
+    assert torch.isfinite(student.grad).all()
+    assert student.grad[0, :, 2, :].abs().max() == 0 and student.grad[1].abs().max() == 0
 
 
 def test_fpn_imitation_unknown_norm_names_the_key():
