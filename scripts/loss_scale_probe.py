@@ -1,4 +1,4 @@
-"""The raw TAR terms at step 0 of a benchmark TAR run, in the shipped units and in the first ones.
+"""The raw TAR terms at step 0 of a benchmark TAR run, in each of the FPN term's units.
 
 Usage (after `tardistill bench reproduce --preset cpu` has trained the teacher of DATASET):
     python scripts/loss_scale_probe.py [synth|digits] [SWEEP_DIR]
@@ -18,6 +18,7 @@ from tardistill.bench.presets import PRESETS
 from tardistill.bench.reproduce import run_config
 from tardistill.data.loader import collate_detection
 from tardistill.distill.distiller import Distiller
+from tardistill.distill.losses import FPN_NORMS
 from tardistill.distill.pair import build_pair
 from tardistill.engine.setup import dataset_for
 
@@ -28,10 +29,10 @@ def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int
                         Path(sweep))
     train = dataset_for(config.data, config.data.train_split, train=True)
     pair = build_pair(config, list(train.classes))
-    torch.manual_seed(0)
     for index in range(batches):
         images, targets = collate_detection([train[i] for i in range(8 * index, 8 * index + 8)])
-        for units in ("standard", "sum", "channel_softmax"):
+        for units in FPN_NORMS:
+            torch.manual_seed(index)  # every unit sees the same sampled anchors and RoIs
             distiller = Distiller(pair.teacher, pair.student, fpn_norm=units).train()
             with torch.no_grad():
                 losses = distiller(images, targets)

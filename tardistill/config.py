@@ -216,7 +216,8 @@ class DistillConfig:
     reg_weight: float = field(default=1.0, metadata=at_least(0))
     beta: float = field(default=4.0, metadata=above(0))
     truncate: bool = False
-    # Units of TAR's FPN term (docs/METHOD.md, "Loss units"): standard | channel_mean | sum | channel_softmax.
+    # Units of TAR's FPN term (docs/METHOD.md, "Loss units"):
+    # standard | channel_mean | sum | channel_softmax | standard_softmax.
     fpn_norm: str = "standard"
     tau: float = field(default=1.0, metadata=above(0))
     cls_gate: str = "adaptive"

@@ -11,7 +11,7 @@ from torch import Tensor
 from tardistill.errors import ConfigError
 
 
-FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax")
+FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax")
 
 
 def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
@@ -32,7 +32,9 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
     - sum: the squared distance summed over channels (the first reconstruction's units: the term ran
       at 600-2,100 on the built-in benchmark and needed lambda_fpn near 5e-4).
     - channel_softmax: not a squared distance but CWD's (Shu et al., ICCV 2021): see
-      masked_channel_kl, which this delegates to.
+      masked_channel_kl, which this delegates to. Not free of the feature scale.
+    - standard_softmax: the same KL on maps standardised as in `standard` first, so the softmax's
+      sharpness no longer follows the features' scale.
 
     Args:
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
@@ -43,8 +45,8 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
         scalar Tensor.
     """
     check_fpn_norm(norm)
-    if norm == "channel_softmax":
-        return masked_channel_kl(student_feat, teacher_feat, mask)
+    if norm in ("channel_softmax", "standard_softmax"):
+        return masked_channel_kl(student_feat, teacher_feat, mask, standardize=norm == "standard_softmax")
     # float32 so the squared distances neither overflow nor underflow under autocast.
     student, teacher = student_feat.float(), teacher_feat.detach().float()
     if norm == "standard":
@@ -57,7 +59,8 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
     return (numer / denom).mean()
 
 
-def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor) -> Tensor:
+def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
+                      standardize: bool = False) -> Tensor:
     """CWD's distance under TAR's mask: each channel map becomes a distribution over its cells,
     p(x, y) proportional to M(x, y) exp(F(x, y)), and KL(p_T || p_S) is averaged over channels, then
     over images.
@@ -71,11 +74,17 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor) 
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
         teacher_feat: Tensor[N, C, H, W].
         mask: Tensor[N, H, W].
+        standardize: standardise each channel map over its cells first (standardize_per_channel):
+            the softmax then has the same sharpness whatever the features' scale, and unrelated
+            maps give a KL of about 1 (the exponential tilt of a standard normal has mean 1).
 
     Returns:
         scalar Tensor.
     """
     n, c = student_feat.shape[:2]
+    if standardize:  # over all cells, as `standard`: the statistics do not depend on the mask
+        student_feat = standardize_per_channel(student_feat.float())
+        teacher_feat = standardize_per_channel(teacher_feat.detach().float())
     mask = mask.float().to(student_feat.device).flatten(1)  # [N, HW]
     has_boxes = mask.amax(dim=1) > 0
     # An image without boxes gets a mask of ones so its softmax stays finite, then counts 0.

@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
 
 from tardistill.distill import Distiller
+from tardistill.distill.losses import FPN_NORMS
 from tardistill.errors import ConfigError
 
 DET_KEYS = {"det/loss_classifier", "det/loss_box_reg", "det/loss_objectness", "det/loss_rpn_box_reg"}
@@ -44,7 +45,7 @@ def test_kd_terms_are_zero_for_identical_models_even_when_every_roi_is_selected(
     assert losses["stat/reg_gate_rate"].item() == 1.0
 
 
-@pytest.mark.parametrize("fpn_norm", ["standard", "channel_mean", "sum", "channel_softmax"])
+@pytest.mark.parametrize("fpn_norm", FPN_NORMS)
 def test_every_fpn_unit_is_zero_for_identical_models_and_trains_a_different_student(fpn_norm):
     assert _identical_pair(fpn_norm=fpn_norm, truncate=False)(*tiny_batch())["kd/fpn"].item() < 1e-6
     student = tiny_faster_rcnn(fpn_channels=8, head_width=16, seed=2)

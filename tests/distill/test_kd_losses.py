@@ -75,6 +75,18 @@ def test_fpn_channel_softmax_is_cwd_under_the_mask():
     assert student.grad[0, :, 2, :].abs().max() == 0 and student.grad[1].abs().max() == 0
 
 
+def test_fpn_standard_softmax_is_free_of_scale():
+    torch.manual_seed(0)
+    student, teacher, mask = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8), torch.ones(2, 8, 8)
+    unit = fpn_imitation_loss(student, teacher, mask, norm="standard_softmax").item()
+    scaled = fpn_imitation_loss(student * 100, teacher * 1000 + 3, mask, norm="standard_softmax").item()
+    assert math.isclose(unit, scaled, rel_tol=1e-4)
+    assert 0.7 < unit < 1.3  # unrelated maps: about 1
+    # The raw distance is not: sharper maps give a far larger KL.
+    assert fpn_imitation_loss(student * 10, teacher * 10, mask, norm="channel_softmax").item() > 10 * unit
+    assert fpn_imitation_loss(student, student * 3 + 1, mask, norm="standard_softmax").item() < 1e-5
+
+
 def test_fpn_imitation_unknown_norm_names_the_key():
     with pytest.raises(ConfigError, match="distill.fpn_norm"):
         fpn_imitation_loss(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1), norm="l2")

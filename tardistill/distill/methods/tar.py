@@ -29,8 +29,8 @@ class TAR(DistillMethod):
     fpn_weight, cls_weight, reg_weight: lambda of each term; 0 switches it off, with the teacher
         parts only it needs.
     beta, truncate: the Gaussian mask's width and whether it stops at the box (masks.py).
-    fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax (METHOD.md,
-        "Loss units").
+    fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax | standard_softmax
+        (METHOD.md, "Loss units").
     tau: the classification KD temperature.
     cls_gate, reg_gate: which RoIs or anchors get the head terms (losses.CLS_GATES, REG_GATES).
     """
