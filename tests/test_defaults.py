@@ -39,3 +39,14 @@ def test_method_doc_states_the_defaults():
         value = getattr(defaults, key)
         shown = str(value).lower() if isinstance(value, bool) else value
         assert f"`{key}: {shown}`" in text, key
+
+
+def test_methods_table_states_the_defaults():
+    tar_row = next(line for line in (ROOT / "docs" / "METHODS.md").read_text().splitlines()
+                   if line.startswith("| `tar` |"))
+    defaults = DistillConfig()
+    for key in ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "tau", "cls_gate",
+                "reg_gate"):
+        value = getattr(defaults, key)
+        shown = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else value
+        assert f"`{key}` {shown}" in tar_row, key
