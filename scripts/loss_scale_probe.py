@@ -4,7 +4,9 @@ Usage (after `tardistill bench reproduce --preset cpu` has trained the teacher o
     python scripts/loss_scale_probe.py [synth|digits] [SWEEP_DIR]
 
 Prints one JSON line per batch and FPN unit: the summed detection loss and the unweighted kd/* terms,
-for the run's fresh (pretrained) student and its trained teacher. docs/METHOD.md quotes the result.
+for the run's fresh (pretrained) student and its trained teacher; then one line per batch with each
+model's FPN maps' spread over cells per level. docs/METHOD.md and docs/RESULTS.md (section 12) quote
+the result.
 """
 
 import json
@@ -39,6 +41,21 @@ def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int
             det = sum(v.item() for k, v in losses.items() if k.startswith("det/"))
             print(json.dumps({"batch": index, "fpn_norm": units, "det_total": round(det, 3),
                               **{k: round(v.item(), 4) for k, v in losses.items() if k.startswith(("kd/", "stat/"))}}))
+        print(json.dumps({"batch": index, "fpn_spread": fpn_spread(pair.teacher, pair.student, images)}))
+
+
+def fpn_spread(teacher: torch.nn.Module, student: torch.nn.Module, images: list[torch.Tensor]) -> dict:
+    """Each model's FPN maps' spread over cells (std per image and channel, averaged), per level: how
+    sharp the raw `channel_softmax` is against the standardised one (std 1)."""
+    spread = {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            levels = model.backbone(model.transform(images)[0].tensors)
+        model.train(was_training)
+        spread[name] = {level: round(f.float().std(dim=(2, 3)).mean().item(), 2) for level, f in levels.items()}
+    return spread
 
 
 if __name__ == "__main__":
