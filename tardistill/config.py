@@ -191,7 +191,7 @@ class DistillConfig:
     method: a name in distill/methods/registry.py METHODS: tar, none (the student alone) or a
     method TAR is compared with (docs/METHODS.md). method_options: that method's hyper-parameters
     over its paper's defaults (the fields of its class); an option it does not have is an error.
-    The flat weights, beta, truncate, fpn_norm, tau and gates are TAR's options: with another
+    The flat weights, beta, truncate, fpn_norm, fpn_tau, tau and gates are TAR's options: with another
     method they must keep their defaults (distill/pair.py). sharing applies to every Faster R-CNN
     method. decay: auto (the method's own: constant for tar and the others; docs/METHOD.md says why TAR
     ships without the paper's decay) or a schedule that then applies to any method: linear | constant | cosine | step | exp.
@@ -219,6 +219,9 @@ class DistillConfig:
     # Units of TAR's FPN term (docs/METHOD.md, "Loss units"):
     # standard | channel_mean | sum | channel_softmax | standard_softmax.
     fpn_norm: str = "standard"
+    # Softmax temperature of the channel_softmax and standard_softmax units (the KL is multiplied
+    # by its square, as CWD's); must stay 1 with the squared-distance units.
+    fpn_tau: float = field(default=1.0, metadata=above(0))
     tau: float = field(default=1.0, metadata=above(0))
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"

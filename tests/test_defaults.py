@@ -10,7 +10,7 @@ from tardistill.distill.distiller import Distiller
 from tardistill.distill.methods.tar import TAR
 
 ROOT = Path(__file__).resolve().parents[1]
-TAR_KEYS = ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "tau", "cls_gate",
+TAR_KEYS = ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "fpn_tau", "tau", "cls_gate",
             "reg_gate", "sharing", "decay")
 
 
@@ -35,7 +35,7 @@ def test_method_doc_states_the_defaults():
     defaults = DistillConfig()
     assert (f"`distill.fpn_weight = {defaults.fpn_weight}`, `cls_weight = {defaults.cls_weight}`, "
             f"`reg_weight = {defaults.reg_weight}`") in " ".join(text.split())
-    for key in ("fpn_norm", "beta", "truncate", "tau", "cls_gate", "reg_gate", "sharing", "decay"):
+    for key in ("fpn_norm", "fpn_tau", "beta", "truncate", "tau", "cls_gate", "reg_gate", "sharing", "decay"):
         value = getattr(defaults, key)
         shown = str(value).lower() if isinstance(value, bool) else value
         assert f"`{key}: {shown}`" in text, key
@@ -45,8 +45,8 @@ def test_methods_table_states_the_defaults():
     tar_row = next(line for line in (ROOT / "docs" / "METHODS.md").read_text().splitlines()
                    if line.startswith("| `tar` |"))
     defaults = DistillConfig()
-    for key in ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "tau", "cls_gate",
-                "reg_gate"):
+    for key in ("fpn_weight", "cls_weight", "reg_weight", "beta", "truncate", "fpn_norm", "fpn_tau", "tau",
+                "cls_gate", "reg_gate"):
         value = getattr(defaults, key)
         shown = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else value
         assert f"`{key}` {shown}" in tar_row, key

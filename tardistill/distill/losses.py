@@ -12,10 +12,11 @@ from tardistill.errors import ConfigError
 
 
 FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax")
+SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax")  # the units that read a temperature
 
 
 def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
-                       norm: str = "standard") -> Tensor:
+                       norm: str = "standard", tau: float = 1.0) -> Tensor:
     """Gaussian-masked feature imitation on one FPN level, averaged over images.
 
     Per image: sum_ij M_ij * d(S_ij, T_ij) / (2 * max(sum_ij M_ij, 1)). Normalising per image
@@ -40,13 +41,15 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
         teacher_feat: Tensor[N, C, H, W].
         mask: Tensor[N, H, W].
+        tau: the softmax temperature of the softmax units; the squared distances ignore it.
 
     Returns:
         scalar Tensor.
     """
     check_fpn_norm(norm)
-    if norm in ("channel_softmax", "standard_softmax"):
-        return masked_channel_kl(student_feat, teacher_feat, mask, standardize=norm == "standard_softmax")
+    if norm in SOFTMAX_FPN_NORMS:
+        return masked_channel_kl(student_feat, teacher_feat, mask, standardize=norm == "standard_softmax",
+                                 tau=tau)
     # float32 so the squared distances neither overflow nor underflow under autocast.
     student, teacher = student_feat.float(), teacher_feat.detach().float()
     if norm == "standard":
@@ -60,7 +63,7 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
 
 
 def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
-                      standardize: bool = False) -> Tensor:
+                      standardize: bool = False, tau: float = 1.0) -> Tensor:
     """CWD's distance under TAR's mask: each channel map becomes a distribution over its cells,
     p(x, y) proportional to M(x, y) exp(F(x, y)), and KL(p_T || p_S) is averaged over channels, then
     over images.
@@ -77,6 +80,8 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         standardize: standardise each channel map over its cells first (standardize_per_channel):
             the softmax then has the same sharpness whatever the features' scale, and unrelated
             maps give a KL of about 1 (the exponential tilt of a standard normal has mean 1).
+        tau: the temperature: p is proportional to M exp(F / tau), and the KL is multiplied by
+            tau^2 as in CWD, which keeps unrelated standardised maps near 1 at any tau.
 
     Returns:
         scalar Tensor.
@@ -92,11 +97,11 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
     inside = (mask > 0)[:, None, :]  # [N, 1, HW]
     log_prior = mask.log()[:, None, :]  # -inf outside a truncated mask: those cells get p = 0
     # float32 under autocast: softmax over many cells.
-    log_p_student = (student_feat.float().reshape(n, c, -1) + log_prior).log_softmax(dim=2)
-    log_p_teacher = (teacher_feat.detach().float().reshape(n, c, -1) + log_prior).log_softmax(dim=2)
+    log_p_student = (student_feat.float().reshape(n, c, -1) / tau + log_prior).log_softmax(dim=2)
+    log_p_teacher = (teacher_feat.detach().float().reshape(n, c, -1) / tau + log_prior).log_softmax(dim=2)
     per_cell = log_p_teacher.exp() * (log_p_teacher - log_p_student)
     kl = torch.where(inside, per_cell, torch.zeros_like(per_cell)).sum(dim=2).mean(dim=1)  # [N]
-    return (kl * has_boxes).mean()
+    return (kl * has_boxes).mean() * tau**2
 
 
 def standardize_per_channel(features: Tensor, eps: float = 1e-5) -> Tensor:

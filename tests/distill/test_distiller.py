@@ -57,6 +57,13 @@ def test_every_fpn_unit_is_zero_for_identical_models_and_trains_a_different_stud
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_fpn_tau_is_refused_where_it_would_change_nothing():
+    with pytest.raises(ConfigError, match="distill.fpn_tau: 0.5 has no effect with fpn_norm standard"):
+        Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_tau=0.5)
+    sharp = Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_norm="standard_softmax", fpn_tau=0.5)
+    assert sharp.method.fpn_tau == 0.5
+
+
 def test_step_updates_student_and_adapters_but_never_the_teacher():
     # Trainable batch norm in both models: a teacher in train mode would change its running stats.
     teacher = tiny_faster_rcnn(norm_layer=nn.BatchNorm2d, seed=1)

@@ -87,6 +87,18 @@ def test_fpn_standard_softmax_is_free_of_scale():
     assert fpn_imitation_loss(student, student * 3 + 1, mask, norm="standard_softmax").item() < 1e-5
 
 
+def test_fpn_softmax_temperature():
+    torch.manual_seed(0)
+    student, teacher, mask = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3), torch.rand(2, 3, 3)
+    # tau divides the features and multiplies the KL by tau^2, as CWD's temperature does.
+    at_half = fpn_imitation_loss(student, teacher, mask, norm="channel_softmax", tau=0.5).item()
+    sharpened = fpn_imitation_loss(student * 2, teacher * 2, mask, norm="channel_softmax").item()
+    assert math.isclose(at_half, sharpened * 0.25, rel_tol=1e-5)
+    # The squared distances ignore it.
+    assert fpn_imitation_loss(student, teacher, mask, tau=0.5).item() == fpn_imitation_loss(
+        student, teacher, mask).item()
+
+
 def test_fpn_imitation_unknown_norm_names_the_key():
     with pytest.raises(ConfigError, match="distill.fpn_norm"):
         fpn_imitation_loss(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1), norm="l2")

@@ -14,12 +14,13 @@ from torch import Tensor, nn
 
 from tardistill.distill.adapters import TAR_FPN_REMEDY
 from tardistill.distill.losses import (
-    check_fpn_norm, check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, reg_distill_loss, reg_gate,
-    selected_fraction)
+    SOFTMAX_FPN_NORMS, check_fpn_norm, check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, reg_distill_loss,
+    reg_gate, selected_fraction)
 from tardistill.distill.masks import gaussian_masks
 from tardistill.distill.methods.base import DistillMethod, FpnLevel, Outputs, check_ranges
 from tardistill.distill.one_stage import OneStageOutputs, anchor_cls_loss, anchor_reg_loss
 from tardistill.distill.two_stage import TwoStageOutputs, class_deltas
+from tardistill.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TAR(DistillMethod):
     beta, truncate: the Gaussian mask's width and whether it stops at the box (masks.py).
     fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax | standard_softmax
         (METHOD.md, "Loss units").
+    fpn_tau: the softmax temperature of the softmax FPN units (distill.method_options.fpn_tau).
     tau: the classification KD temperature.
     cls_gate, reg_gate: which RoIs or anchors get the head terms (losses.CLS_GATES, REG_GATES).
     """
@@ -43,7 +45,7 @@ class TAR(DistillMethod):
     feature_terms = ("kd/fpn",)
     head_terms = ("kd/cls", "kd/reg")
     # The options each weight's term alone reads: with the weight at 0 they change nothing.
-    term_options = {"fpn_weight": ("beta", "truncate", "fpn_norm"), "cls_weight": ("tau", "cls_gate"),
+    term_options = {"fpn_weight": ("beta", "truncate", "fpn_norm", "fpn_tau"), "cls_weight": ("tau", "cls_gate"),
                     "reg_weight": ("reg_gate",)}
 
     fpn_weight: float = 10.0  # chosen on validation, as cls_weight (docs/METHOD.md, "Defaults")
@@ -53,16 +55,21 @@ class TAR(DistillMethod):
     beta: float = 4.0
     truncate: bool = False
     fpn_norm: str = "standard"
+    fpn_tau: float = 1.0
     tau: float = 1.0
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"
 
     def __post_init__(self) -> None:
         check_ranges(self.name, {"fpn_weight": self.fpn_weight, "cls_weight": self.cls_weight,
-                                 "reg_weight": self.reg_weight, "beta": self.beta, "tau": self.tau},
-                     positive=("beta", "tau"))
+                                 "reg_weight": self.reg_weight, "beta": self.beta, "tau": self.tau,
+                                 "fpn_tau": self.fpn_tau},
+                     positive=("beta", "tau", "fpn_tau"))
         check_gate("cls_gate", self.cls_gate)
         check_fpn_norm(self.fpn_norm)
+        if self.fpn_tau != 1.0 and self.fpn_norm not in SOFTMAX_FPN_NORMS:
+            raise ConfigError(f"distill.fpn_tau: {self.fpn_tau} has no effect with fpn_norm {self.fpn_norm}; it is "
+                              f"the temperature of {' and '.join(SOFTMAX_FPN_NORMS)}")
         check_gate("reg_gate", self.reg_gate)
 
     @property
@@ -94,7 +101,7 @@ class TAR(DistillMethod):
         height, width = level.student.shape[-2:]  # the teacher map is on the same grid
         mask = gaussian_masks(gt_boxes, height=height, width=width, stride=level.stride, beta=self.beta,
                               truncate=self.truncate)
-        return fpn_imitation_loss(level.student, level.teacher, mask, norm=self.fpn_norm)
+        return fpn_imitation_loss(level.student, level.teacher, mask, norm=self.fpn_norm, tau=self.fpn_tau)
 
     def _roi_cls_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
         gate = cls_gate(out.student_logits, out.teacher_logits, out.labels, mode=self.cls_gate)
