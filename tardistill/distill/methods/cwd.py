@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from tardistill.distill.losses import masked_channel_kl
 from tardistill.distill.methods.base import DistillMethod, FpnLevel, Outputs, check_ranges
 
 # MMRazor's CWD configs on the FPN of Faster R-CNN and RetinaNet (R101 -> R50): tau 1 and
@@ -30,13 +31,9 @@ def cwd_loss(student_feat: Tensor, teacher_feat: Tensor, *, tau: float = CWD_TAU
     Returns:
         scalar Tensor; 0 when the maps are equal.
     """
-    n, c = student_feat.shape[:2]
-    # float32 under autocast: softmax over many cells.
-    student = student_feat.float().reshape(n * c, -1) / tau
-    teacher = teacher_feat.detach().float().reshape(n * c, -1) / tau
-    log_p_teacher = teacher.log_softmax(dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - student.log_softmax(dim=1))).sum()
-    return kl * tau**2 / (n * c)
+    # TAR's channel_softmax unit is this KL under a mask; with no mask (ones) it is CWD's term.
+    n, _, h, w = student_feat.shape
+    return masked_channel_kl(student_feat, teacher_feat, student_feat.new_ones(n, h, w), tau=tau)
 
 
 @dataclass(frozen=True)
