@@ -11,8 +11,10 @@ from torch import Tensor
 from tardistill.errors import ConfigError
 
 
-FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax")
-SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax")  # the units that read a temperature
+FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax", "level_softmax")
+SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax", "level_softmax")  # the units that read a temperature
+# How each softmax unit rescales the maps before the softmax (masked_channel_kl's `rescale`).
+_SOFTMAX_RESCALE = {"channel_softmax": "none", "standard_softmax": "channel", "level_softmax": "level"}
 
 
 def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
@@ -36,6 +38,10 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
       masked_channel_kl, which this delegates to. Not free of the feature scale.
     - standard_softmax: the same KL on maps standardised as in `standard` first, so the softmax's
       sharpness no longer follows the features' scale.
+    - level_softmax: the same KL on both maps divided by one number per image and level, the
+      teacher's spread (masked_channel_kl, rescale "level"): free of the feature scale like
+      standard_softmax, but each channel keeps its sharpness relative to the others and the student
+      is still pulled to the teacher's scale.
 
     Args:
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
@@ -48,8 +54,7 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
     """
     check_fpn_norm(norm)
     if norm in SOFTMAX_FPN_NORMS:
-        return masked_channel_kl(student_feat, teacher_feat, mask, standardize=norm == "standard_softmax",
-                                 tau=tau)
+        return masked_channel_kl(student_feat, teacher_feat, mask, rescale=_SOFTMAX_RESCALE[norm], tau=tau)
     # float32 so the squared distances neither overflow nor underflow under autocast.
     student, teacher = student_feat.float(), teacher_feat.detach().float()
     if norm == "standard":
@@ -63,7 +68,7 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
 
 
 def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
-                      standardize: bool = False, tau: float = 1.0) -> Tensor:
+                      rescale: str = "none", tau: float = 1.0) -> Tensor:
     """CWD's distance under TAR's mask: each channel map becomes a distribution over its cells,
     p(x, y) proportional to M(x, y) exp(F(x, y)), and KL(p_T || p_S) is averaged over channels, then
     over images.
@@ -77,9 +82,14 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
         teacher_feat: Tensor[N, C, H, W].
         mask: Tensor[N, H, W].
-        standardize: standardise each channel map over its cells first (standardize_per_channel):
-            the softmax then has the same sharpness whatever the features' scale, and unrelated
-            maps give a KL of about 1 (the exponential tilt of a standard normal has mean 1).
+        rescale: what the maps are divided by before the softmax:
+            none: nothing (CWD): the softmax's sharpness follows the features' scale;
+            channel: each map is standardised per channel over its cells (standardize_per_channel):
+                every channel gets the same sharpness whatever the features' scale, and unrelated
+                maps give a KL of about 1 (the exponential tilt of a standard normal has mean 1);
+            level: both maps are divided by the teacher's spread over cells, root-mean-squared over
+                its channels (one number per image): free of the features' scale, while the
+                channels keep their relative sharpness and the student's scale is still compared.
         tau: the temperature: p is proportional to M exp(F / tau), and the KL is multiplied by
             tau^2 as in CWD, which keeps unrelated standardised maps near 1 at any tau.
 
@@ -87,9 +97,17 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         scalar Tensor.
     """
     n, c = student_feat.shape[:2]
-    if standardize:  # over all cells, as `standard`: the statistics do not depend on the mask
+    # Statistics over all cells, as in `standard`: they do not depend on the mask.
+    if rescale == "channel":
         student_feat = standardize_per_channel(student_feat.float())
         teacher_feat = standardize_per_channel(teacher_feat.detach().float())
+    elif rescale == "level":
+        teacher_feat = teacher_feat.detach().float()
+        spread = teacher_feat.var(dim=(2, 3), unbiased=False).mean(dim=1).add(1e-5).sqrt()  # [N]
+        student_feat = student_feat.float() / spread[:, None, None, None]
+        teacher_feat = teacher_feat / spread[:, None, None, None]
+    elif rescale != "none":
+        raise ValueError(f"masked_channel_kl: unknown rescale {rescale!r} (none | channel | level)")
     mask = mask.float().to(student_feat.device).flatten(1)  # [N, HW]
     has_boxes = mask.amax(dim=1) > 0
     # An image without boxes gets a mask of ones so its softmax stays finite, then counts 0.

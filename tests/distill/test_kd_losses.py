@@ -87,6 +87,26 @@ def test_fpn_standard_softmax_is_free_of_scale():
     assert fpn_imitation_loss(student, student * 3 + 1, mask, norm="standard_softmax").item() < 1e-5
 
 
+def test_fpn_level_softmax_is_free_of_scale_but_keeps_each_channels_sharpness():
+    torch.manual_seed(0)
+    student, teacher, mask = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8), torch.rand(2, 8, 8)
+    unit = fpn_imitation_loss(student, teacher, mask, norm="level_softmax").item()
+    # Both maps scaled alike (and shifted, which no softmax sees): the same value.
+    scaled = fpn_imitation_loss(student * 100 - 2, teacher * 100 + 3, mask, norm="level_softmax").item()
+    assert math.isclose(unit, scaled, rel_tol=1e-4)
+    # Unlike standard_softmax, the student's scale still counts against the teacher's...
+    assert fpn_imitation_loss(student, student * 3, mask, norm="level_softmax").item() > 0.1
+    assert fpn_imitation_loss(student, student * 3, mask, norm="standard_softmax").item() < 1e-5
+    # ...and one channel three times the spread of the others keeps that ratio: with the teacher's
+    # spread as the unit, this is channel_softmax on the maps divided by one number per image.
+    teacher[:, 0] *= 3
+    spread = teacher.var(dim=(2, 3), unbiased=False).mean(dim=1).add(1e-5).sqrt()[:, None, None, None]
+    by_hand = fpn_imitation_loss(student / spread, teacher / spread, mask, norm="channel_softmax").item()
+    assert math.isclose(fpn_imitation_loss(student, teacher, mask, norm="level_softmax").item(), by_hand,
+                        rel_tol=1e-5)
+    assert fpn_imitation_loss(teacher, teacher.clone(), mask, norm="level_softmax").item() < 1e-6
+
+
 def test_fpn_softmax_temperature():
     torch.manual_seed(0)
     student, teacher, mask = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3), torch.rand(2, 3, 3)

@@ -31,7 +31,7 @@ class TAR(DistillMethod):
         parts only it needs.
     beta, truncate: the Gaussian mask's width and whether it stops at the box (masks.py).
     fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax | standard_softmax
-        (METHOD.md, "Loss units").
+        | level_softmax (METHOD.md, "Loss units").
     fpn_tau: the softmax temperature of the softmax FPN units; 1 with the others.
     tau: the classification KD temperature.
     cls_gate, reg_gate: which RoIs or anchors get the head terms (losses.CLS_GATES, REG_GATES).
