@@ -30,6 +30,7 @@ def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int
     config = run_config(RunSpec("faster_rcnn", "tar", "full", 0, "main", dataset=dataset), PRESETS["cpu"],
                         Path(sweep))
     train = dataset_for(config.data, config.data.train_split, train=True)
+    torch.manual_seed(config.seed)  # the fresh student's heads and adapters: the same on every call
     pair = build_pair(config, list(train.classes))
     for index in range(batches):
         images, targets = collate_detection([train[i] for i in range(8 * index, 8 * index + 8)])
