@@ -217,10 +217,10 @@ class DistillConfig:
     beta: float = field(default=4.0, metadata=above(0))
     truncate: bool = False
     # Units of TAR's FPN term (docs/METHOD.md, "Loss units"):
-    # standard | channel_mean | sum | channel_softmax | standard_softmax | level_softmax.
+    # standard | channel_mean | sum | channel_softmax | standard_softmax | level_softmax | pyramid_softmax.
     fpn_norm: str = "standard"
-    # Softmax temperature of the channel_softmax, standard_softmax and level_softmax units (the KL
-    # is multiplied by its square, as CWD's); must stay 1 with the squared-distance units.
+    # Softmax temperature of the softmax units (channel_, standard_, level_ and pyramid_softmax; the
+    # KL is multiplied by its square, as CWD's); must stay 1 with the squared-distance units.
     fpn_tau: float = field(default=1.0, metadata=above(0))
     tau: float = field(default=1.0, metadata=above(0))
     cls_gate: str = "adaptive"

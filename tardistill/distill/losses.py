@@ -11,14 +11,18 @@ from torch import Tensor
 from tardistill.errors import ConfigError
 
 
-FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax", "level_softmax")
-SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax", "level_softmax")  # the units that read a temperature
-# How each softmax unit rescales the maps before the softmax (masked_channel_kl's `rescale`).
-_SOFTMAX_RESCALE = {"channel_softmax": "none", "standard_softmax": "channel", "level_softmax": "level"}
+FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_softmax", "level_softmax",
+             "pyramid_softmax")
+# The units that read a temperature.
+SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax", "level_softmax", "pyramid_softmax")
+# How each softmax unit rescales the maps before the softmax (masked_channel_kl's `rescale`);
+# pyramid_softmax divides by a scale its caller computes over all levels (pyramid_spread).
+_SOFTMAX_RESCALE = {"channel_softmax": "none", "standard_softmax": "channel", "level_softmax": "level",
+                    "pyramid_softmax": "none"}
 
 
 def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
-                       norm: str = "standard", tau: float = 1.0) -> Tensor:
+                       norm: str = "standard", tau: float = 1.0, scale: Tensor | None = None) -> Tensor:
     """Gaussian-masked feature imitation on one FPN level, averaged over images.
 
     Per image: sum_ij M_ij * d(S_ij, T_ij) / (2 * max(sum_ij M_ij, 1)). Normalising per image
@@ -42,17 +46,28 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
       teacher's spread (masked_channel_kl, rescale "level"): free of the feature scale like
       standard_softmax, but each channel keeps its sharpness relative to the others and the student
       is still pulled to the teacher's scale.
+    - pyramid_softmax: the same KL on both maps divided by `scale`, the teacher's spread over the
+      whole pyramid (pyramid_spread, one number per image): free of the feature scale, while the
+      channels and the levels keep their sharpness relative to one another, as in channel_softmax.
 
     Args:
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
         teacher_feat: Tensor[N, C, H, W].
         mask: Tensor[N, H, W].
         tau: the softmax temperature of the softmax units; the squared distances ignore it.
+        scale: Tensor[N], pyramid_softmax's divisor (pyramid_spread of the teacher's levels); only
+            that unit reads it, and it needs it.
 
     Returns:
         scalar Tensor.
     """
     check_fpn_norm(norm)
+    if norm == "pyramid_softmax":
+        if scale is None:
+            raise ValueError("fpn_imitation_loss: pyramid_softmax needs the teacher's spread over all levels "
+                             "(scale=pyramid_spread(teacher levels))")
+        divisor = scale.detach().float()[:, None, None, None]
+        student_feat, teacher_feat = student_feat.float() / divisor, teacher_feat.detach().float() / divisor
     if norm in SOFTMAX_FPN_NORMS:
         return masked_channel_kl(student_feat, teacher_feat, mask, rescale=_SOFTMAX_RESCALE[norm], tau=tau)
     # float32 so the squared distances neither overflow nor underflow under autocast.
@@ -102,10 +117,8 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         student_feat = standardize_per_channel(student_feat.float())
         teacher_feat = standardize_per_channel(teacher_feat.detach().float())
     elif rescale == "level":
-        teacher_feat = teacher_feat.detach().float()
-        spread = teacher_feat.var(dim=(2, 3), unbiased=False).mean(dim=1).add(1e-5).sqrt()  # [N]
-        student_feat = student_feat.float() / spread[:, None, None, None]
-        teacher_feat = teacher_feat / spread[:, None, None, None]
+        spread = pyramid_spread([teacher_feat])[:, None, None, None]
+        student_feat, teacher_feat = student_feat.float() / spread, teacher_feat.detach().float() / spread
     elif rescale != "none":
         raise ValueError(f"masked_channel_kl: unknown rescale {rescale!r} (none | channel | level)")
     mask = mask.float().to(student_feat.device).flatten(1)  # [N, HW]
@@ -120,6 +133,20 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
     per_cell = log_p_teacher.exp() * (log_p_teacher - log_p_student)
     kl = torch.where(inside, per_cell, torch.zeros_like(per_cell)).sum(dim=2).mean(dim=1)  # [N]
     return (kl * has_boxes).mean() * tau**2
+
+
+def pyramid_spread(teacher_levels: list[Tensor], eps: float = 1e-5) -> Tensor:
+    """How widely the teacher's maps spread over their cells, one number per image: each channel
+    map's variance over its cells, averaged over channels and then over the given levels, square-rooted.
+
+    Args:
+        teacher_levels: L tensors [N, C, H_l, W_l].
+
+    Returns:
+        Tensor[N] in float32; a teacher scaled by k gives k times it.
+    """
+    per_level = [level.detach().float().var(dim=(2, 3), unbiased=False).mean(dim=1) for level in teacher_levels]
+    return (torch.stack(per_level).mean(dim=0) + eps).sqrt()
 
 
 def standardize_per_channel(features: Tensor, eps: float = 1e-5) -> Tensor:

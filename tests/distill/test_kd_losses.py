@@ -5,7 +5,7 @@ import torch
 
 from tardistill.distill.methods.cwd import cwd_loss
 from tardistill.distill.losses import (
-    cls_distill_loss, cls_gate, fpn_imitation_loss, paired_iou, reg_distill_loss, reg_gate)
+    cls_distill_loss, cls_gate, fpn_imitation_loss, paired_iou, pyramid_spread, reg_distill_loss, reg_gate)
 from tardistill.errors import ConfigError
 
 
@@ -105,6 +105,35 @@ def test_fpn_level_softmax_is_free_of_scale_but_keeps_each_channels_sharpness():
     assert math.isclose(fpn_imitation_loss(student, teacher, mask, norm="level_softmax").item(), by_hand,
                         rel_tol=1e-5)
     assert fpn_imitation_loss(teacher, teacher.clone(), mask, norm="level_softmax").item() < 1e-6
+
+
+def test_pyramid_spread_is_the_teachers_spread_over_all_levels():
+    torch.manual_seed(0)
+    levels = [torch.randn(2, 4, 8, 8) * 3, torch.randn(2, 4, 4, 4)]
+    # Channel variances over cells: about 9 on the first level, 1 on the second; their mean is 5.
+    spread = pyramid_spread(levels)
+    assert spread.shape == (2,) and torch.allclose(spread, torch.full((2,), 5.0).sqrt(), rtol=0.15)
+    assert torch.allclose(pyramid_spread([level * 10 for level in levels]), 10 * spread, rtol=1e-4)
+
+
+def test_fpn_pyramid_softmax_divides_every_level_by_one_teacher_scale():
+    torch.manual_seed(0)
+    student, teacher, mask = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8) * 2, torch.rand(2, 8, 8)
+    coarse = torch.randn(2, 16, 4, 4) * 0.5
+    scale = pyramid_spread([teacher, coarse])
+    value = fpn_imitation_loss(student, teacher, mask, norm="pyramid_softmax", scale=scale).item()
+    by_hand = fpn_imitation_loss(student / scale[:, None, None, None], teacher / scale[:, None, None, None], mask,
+                                 norm="channel_softmax").item()
+    assert math.isclose(value, by_hand, rel_tol=1e-5)
+    # Free of the feature scale: the whole pyramid 100 times larger gives the same value...
+    scaled = fpn_imitation_loss(student * 100, teacher * 100, mask, norm="pyramid_softmax",
+                                scale=pyramid_spread([teacher * 100, coarse * 100])).item()
+    assert math.isclose(value, scaled, rel_tol=1e-4)
+    # ...while this level, twice as spread as the coarse one, stays sharper than under level_softmax,
+    # which scales each level by its own spread.
+    assert fpn_imitation_loss(student, teacher, mask, norm="level_softmax").item() < value
+    with pytest.raises(ValueError, match="pyramid_softmax needs the teacher's spread"):
+        fpn_imitation_loss(student, teacher, mask, norm="pyramid_softmax")
 
 
 def test_fpn_softmax_temperature():

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from tardistill.distill.adapters import TAR_FPN_REMEDY
 from tardistill.distill.losses import (
-    SOFTMAX_FPN_NORMS, check_fpn_norm, check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, reg_distill_loss,
-    reg_gate, selected_fraction)
+    SOFTMAX_FPN_NORMS, check_fpn_norm, check_gate, cls_distill_loss, cls_gate, fpn_imitation_loss, pyramid_spread,
+    reg_distill_loss, reg_gate, selected_fraction)
 from tardistill.distill.masks import gaussian_masks
 from tardistill.distill.methods.base import DistillMethod, FpnLevel, Outputs, check_ranges
 from tardistill.distill.one_stage import OneStageOutputs, anchor_cls_loss, anchor_reg_loss
@@ -31,7 +31,7 @@ class TAR(DistillMethod):
         parts only it needs.
     beta, truncate: the Gaussian mask's width and whether it stops at the box (masks.py).
     fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax | standard_softmax
-        | level_softmax (METHOD.md, "Loss units").
+        | level_softmax | pyramid_softmax (METHOD.md, "Loss units").
     fpn_tau: the softmax temperature of the softmax FPN units; 1 with the others.
     tau: the classification KD temperature.
     cls_gate, reg_gate: which RoIs or anchors get the head terms (losses.CLS_GATES, REG_GATES).
@@ -86,7 +86,9 @@ class TAR(DistillMethod):
         if self.fpn_weight > 0:
             # The mean over levels keeps the term's scale whatever the number of levels (RetinaNet's
             # five, MobileNetV3's three); docs/METHOD.md, "Loss units".
-            per_level = [self._gaussian_level(out.gt_boxes, level) for level in levels]
+            # pyramid_softmax divides every level by one teacher scale per image, taken over all levels.
+            scale = pyramid_spread([level.teacher for level in levels]) if self.fpn_norm == "pyramid_softmax" else None
+            per_level = [self._gaussian_level(out.gt_boxes, level, scale) for level in levels]
             losses["kd/fpn"] = sum(per_level) / len(per_level)
         if self.cls_weight > 0:
             losses["kd/cls"], losses["stat/cls_gate_rate"] = (
@@ -97,11 +99,12 @@ class TAR(DistillMethod):
                 else self._roi_reg_loss(out))
         return losses
 
-    def _gaussian_level(self, gt_boxes: list[Tensor], level: FpnLevel) -> Tensor:
+    def _gaussian_level(self, gt_boxes: list[Tensor], level: FpnLevel, scale: Tensor | None) -> Tensor:
         height, width = level.student.shape[-2:]  # the teacher map is on the same grid
         mask = gaussian_masks(gt_boxes, height=height, width=width, stride=level.stride, beta=self.beta,
                               truncate=self.truncate)
-        return fpn_imitation_loss(level.student, level.teacher, mask, norm=self.fpn_norm, tau=self.fpn_tau)
+        return fpn_imitation_loss(level.student, level.teacher, mask, norm=self.fpn_norm, tau=self.fpn_tau,
+                                  scale=scale)
 
     def _roi_cls_loss(self, out: TwoStageOutputs) -> tuple[Tensor, Tensor]:
         gate = cls_gate(out.student_logits, out.teacher_logits, out.labels, mode=self.cls_gate)
