@@ -5,7 +5,8 @@ Usage (after `tardistill bench reproduce --preset cpu` has trained the teacher o
 
 Prints one JSON line per batch and FPN unit: the summed detection loss and the unweighted kd/* terms,
 for the run's fresh (pretrained) student and its trained teacher; then one line per batch with each
-model's FPN maps' spread over cells per level. docs/METHOD.md and docs/RESULTS.md (section 12) quote
+model's FPN maps' spread over cells per level and, as min and max over the batch's images, over the
+whole pyramid (what pyramid_softmax divides by). docs/METHOD.md and docs/RESULTS.md (section 12) quote
 the result.
 """
 
@@ -20,9 +21,14 @@ from tardistill.bench.presets import PRESETS
 from tardistill.bench.reproduce import run_config
 from tardistill.data.loader import collate_detection
 from tardistill.distill.distiller import Distiller
-from tardistill.distill.losses import FPN_NORMS
+from tardistill.distill.losses import FPN_NORMS, pyramid_spread
 from tardistill.distill.pair import build_pair
 from tardistill.engine.setup import dataset_for
+
+
+# Every unit at temperature 1, and pyramid_softmax at the temperature that gives the benchmark's
+# teachers the raw maps' sharpness (docs/METHOD.md, "Loss units").
+UNITS = [(units, 1.0) for units in FPN_NORMS] + [("pyramid_softmax", 0.7)]
 
 
 def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int = 3) -> None:
@@ -34,13 +40,13 @@ def main(dataset: str = "synth", sweep: str = "runs/reproduce_cpu", batches: int
     pair = build_pair(config, list(train.classes))
     for index in range(batches):
         images, targets = collate_detection([train[i] for i in range(8 * index, 8 * index + 8)])
-        for units in FPN_NORMS:
+        for units, tau in UNITS:
             torch.manual_seed(index)  # every unit sees the same sampled anchors and RoIs
-            distiller = Distiller(pair.teacher, pair.student, fpn_norm=units).train()
+            distiller = Distiller(pair.teacher, pair.student, fpn_norm=units, fpn_tau=tau).train()
             with torch.no_grad():
                 losses = distiller(images, targets)
             det = sum(v.item() for k, v in losses.items() if k.startswith("det/"))
-            print(json.dumps({"batch": index, "fpn_norm": units, "det_total": round(det, 3),
+            print(json.dumps({"batch": index, "fpn_norm": units, "fpn_tau": tau, "det_total": round(det, 3),
                               **{k: round(v.item(), 4) for k, v in losses.items() if k.startswith(("kd/", "stat/"))}}))
         print(json.dumps({"batch": index, "fpn_spread": fpn_spread(pair.teacher, pair.student, images)}))
 
@@ -56,6 +62,8 @@ def fpn_spread(teacher: torch.nn.Module, student: torch.nn.Module, images: list[
             levels = model.backbone(model.transform(images)[0].tensors)
         model.train(was_training)
         spread[name] = {level: round(f.float().std(dim=(2, 3)).mean().item(), 2) for level, f in levels.items()}
+        per_image = pyramid_spread(list(levels.values()))  # what pyramid_softmax divides by
+        spread[name]["pyramid"] = [round(per_image.min().item(), 2), round(per_image.max().item(), 2)]
     return spread
 
 
