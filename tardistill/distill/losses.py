@@ -15,10 +15,6 @@ FPN_NORMS = ("standard", "channel_mean", "sum", "channel_softmax", "standard_sof
              "pyramid_softmax")
 # The units that read a temperature.
 SOFTMAX_FPN_NORMS = ("channel_softmax", "standard_softmax", "level_softmax", "pyramid_softmax")
-# How each softmax unit rescales the maps before the softmax (masked_channel_kl's `rescale`);
-# pyramid_softmax divides by a scale its caller computes over all levels (pyramid_spread).
-_SOFTMAX_RESCALE = {"channel_softmax": "none", "standard_softmax": "channel", "level_softmax": "level",
-                    "pyramid_softmax": "none"}
 
 
 def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
@@ -43,7 +39,7 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
     - standard_softmax: the same KL on maps standardised as in `standard` first, so the softmax's
       sharpness no longer follows the features' scale.
     - level_softmax: the same KL on both maps divided by one number per image and level, the
-      teacher's spread (masked_channel_kl, rescale "level"): free of the feature scale like
+      teacher's spread (pyramid_spread of this level alone): free of the feature scale like
       standard_softmax, but each channel keeps its sharpness relative to the others and the student
       is still pulled to the teacher's scale.
     - pyramid_softmax: the same KL on both maps divided by `scale`, the teacher's spread over the
@@ -62,14 +58,16 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
         scalar Tensor.
     """
     check_fpn_norm(norm)
-    if norm == "pyramid_softmax":
-        if scale is None:
-            raise ValueError("fpn_imitation_loss: pyramid_softmax needs the teacher's spread over all levels "
-                             "(scale=pyramid_spread(teacher levels))")
-        divisor = scale.detach().float()[:, None, None, None]
-        student_feat, teacher_feat = student_feat.float() / divisor, teacher_feat.detach().float() / divisor
+    if norm == "level_softmax":  # pyramid_softmax with this level as the whole pyramid
+        scale = pyramid_spread([teacher_feat])
+    elif norm != "pyramid_softmax":
+        scale = None  # only the two spread units read it
+    elif scale is None:
+        raise ValueError("fpn_imitation_loss: pyramid_softmax needs the teacher's spread over all levels "
+                         "(scale=pyramid_spread(teacher levels))")
     if norm in SOFTMAX_FPN_NORMS:
-        return masked_channel_kl(student_feat, teacher_feat, mask, rescale=_SOFTMAX_RESCALE[norm], tau=tau)
+        return masked_channel_kl(student_feat, teacher_feat, mask, standardize=norm == "standard_softmax",
+                                 divisor=scale, tau=tau)
     # float32 so the squared distances neither overflow nor underflow under autocast.
     student, teacher = student_feat.float(), teacher_feat.detach().float()
     if norm == "standard":
@@ -83,7 +81,7 @@ def fpn_imitation_loss(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor,
 
 
 def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, *,
-                      rescale: str = "none", tau: float = 1.0) -> Tensor:
+                      standardize: bool = False, divisor: Tensor | None = None, tau: float = 1.0) -> Tensor:
     """CWD's distance under TAR's mask: each channel map becomes a distribution over its cells,
     p(x, y) proportional to M(x, y) exp(F(x, y)), and KL(p_T || p_S) is averaged over channels, then
     over images.
@@ -97,14 +95,13 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         student_feat: Tensor[N, C, H, W], already adapted to the teacher's channels.
         teacher_feat: Tensor[N, C, H, W].
         mask: Tensor[N, H, W].
-        rescale: what the maps are divided by before the softmax:
-            none: nothing (CWD): the softmax's sharpness follows the features' scale;
-            channel: each map is standardised per channel over its cells (standardize_per_channel):
-                every channel gets the same sharpness whatever the features' scale, and unrelated
-                maps give a KL of about 1 (the exponential tilt of a standard normal has mean 1);
-            level: both maps are divided by the teacher's spread over cells, root-mean-squared over
-                its channels (one number per image): free of the features' scale, while the
-                channels keep their relative sharpness and the student's scale is still compared.
+        standardize: standardise each channel map over its cells first (standardize_per_channel):
+            every channel gets the same sharpness whatever the features' scale, and unrelated maps
+            give a KL of about 1 (the exponential tilt of a standard normal has mean 1).
+        divisor: Tensor[N], one number per image both maps are divided by (pyramid_spread of the
+            teacher): free of the features' scale, while the channels keep their relative sharpness
+            and the student's scale is still compared. None (CWD): the softmax's sharpness follows
+            the features' scale.
         tau: the temperature: p is proportional to M exp(F / tau), and the KL is multiplied by
             tau^2 as in CWD, which keeps unrelated standardised maps near 1 at any tau.
 
@@ -112,15 +109,12 @@ def masked_channel_kl(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor, 
         scalar Tensor.
     """
     n, c = student_feat.shape[:2]
-    # Statistics over all cells, as in `standard`: they do not depend on the mask.
-    if rescale == "channel":
+    if standardize:  # over all cells, as `standard`: the statistics do not depend on the mask
         student_feat = standardize_per_channel(student_feat.float())
         teacher_feat = standardize_per_channel(teacher_feat.detach().float())
-    elif rescale == "level":
-        spread = pyramid_spread([teacher_feat])[:, None, None, None]
-        student_feat, teacher_feat = student_feat.float() / spread, teacher_feat.detach().float() / spread
-    elif rescale != "none":
-        raise ValueError(f"masked_channel_kl: unknown rescale {rescale!r} (none | channel | level)")
+    if divisor is not None:
+        divisor = divisor.detach().float()[:, None, None, None]
+        student_feat, teacher_feat = student_feat.float() / divisor, teacher_feat.detach().float() / divisor
     mask = mask.float().to(student_feat.device).flatten(1)  # [N, HW]
     has_boxes = mask.amax(dim=1) > 0
     # An image without boxes gets a mask of ones so its softmax stays finite, then counts 0.
