@@ -211,17 +211,17 @@ class DistillConfig:
     student_checkpoint: str | None = None
     method: str = "tar"
     method_options: dict = field(default_factory=dict)
-    fpn_weight: float = field(default=10.0, metadata=at_least(0))
+    fpn_weight: float = field(default=100.0, metadata=at_least(0))
     cls_weight: float = field(default=3.0, metadata=at_least(0))
     reg_weight: float = field(default=1.0, metadata=at_least(0))
     beta: float = field(default=4.0, metadata=above(0))
     truncate: bool = False
     # Units of TAR's FPN term (docs/METHOD.md, "Loss units"):
     # standard | channel_mean | sum | channel_softmax | standard_softmax | level_softmax | pyramid_softmax.
-    fpn_norm: str = "standard"
+    fpn_norm: str = "pyramid_softmax"
     # Softmax temperature of the softmax units (channel_, standard_, level_ and pyramid_softmax; the
-    # KL is multiplied by its square, as CWD's); must stay 1 with the squared-distance units.
-    fpn_tau: float = field(default=1.0, metadata=above(0))
+    # KL is multiplied by its square, as CWD's); must stay at its default with the squared-distance units.
+    fpn_tau: float = field(default=0.7, metadata=above(0))
     tau: float = field(default=1.0, metadata=above(0))
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"

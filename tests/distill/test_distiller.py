@@ -59,7 +59,9 @@ def test_every_fpn_unit_is_zero_for_identical_models_and_trains_a_different_stud
 
 def test_fpn_tau_is_refused_where_it_would_change_nothing():
     with pytest.raises(ConfigError, match="distill.fpn_tau: 0.5 has no effect with fpn_norm standard"):
-        Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_tau=0.5)
+        Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_norm="standard", fpn_tau=0.5)
+    # The default temperature is no choice the user made: a squared-distance unit alone is accepted.
+    assert Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_norm="standard").method.fpn_norm == "standard"
     sharp = Distiller(tiny_faster_rcnn(seed=1), tiny_faster_rcnn(), fpn_norm="standard_softmax", fpn_tau=0.5)
     assert sharp.method.fpn_tau == 0.5
 

@@ -65,7 +65,7 @@ def test_method_options_come_from_the_config():
     assert (chen.mu, chen.loss_weights("faster_rcnn")["kd/reg"], chen.tau) == (0.25, 2.0, 1.0)
     tar = method_from_config(load_config(None, ["distill.beta=1.0", "distill.method_options.tau=2"]).distill,
                              "faster_rcnn")
-    assert (tar.beta, tar.tau, tar.fpn_weight) == (1.0, 2.0, 10.0)
+    assert (tar.beta, tar.tau, tar.fpn_weight) == (1.0, 2.0, DistillConfig().fpn_weight)
 
 
 @pytest.mark.parametrize("overrides, match", [

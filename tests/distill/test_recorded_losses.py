@@ -21,7 +21,8 @@ RECORDED = Path(__file__).with_name("recorded_losses.json")
 BUILDERS = {"faster_rcnn": tiny_faster_rcnn, "retinanet": tiny_retinanet}
 # TAR's defaults when the values were recorded; the shipped ones changed since (docs/METHOD.md,
 # "Defaults"), so the cases name them to keep pinning the same computation.
-TAR_RECORDED_DEFAULTS = {"fpn_weight": 1.0, "cls_weight": 1.0, "decay": "linear", "beta": 0.5, "truncate": True}
+TAR_RECORDED_DEFAULTS = {"fpn_weight": 1.0, "cls_weight": 1.0, "decay": "linear", "beta": 0.5, "truncate": True,
+                         "fpn_norm": "standard", "fpn_tau": 0.7}
 # TAR with every option off its default, to pin the gates, masks, units and temperature too.
 TAR_VARIANT = {"cls_gate": "all", "reg_gate": "always", "fpn_norm": "sum", "beta": 1.0, "truncate": False,
                "tau": 2.0, "fpn_weight": 0.5, "cls_weight": 2.0, "reg_weight": 3.0, "decay": "linear"}

@@ -22,6 +22,11 @@ from tardistill.distill.one_stage import OneStageOutputs, anchor_cls_loss, ancho
 from tardistill.distill.two_stage import TwoStageOutputs, class_deltas
 from tardistill.errors import ConfigError
 
+# pyramid_softmax at temperature 0.7, lambda_fpn 100: chosen on validation (docs/METHOD.md, "Defaults").
+DEFAULT_FPN_NORM = "pyramid_softmax"
+DEFAULT_FPN_TAU = 0.7
+DEFAULT_FPN_WEIGHT = 100.0
+
 
 @dataclass(frozen=True)
 class TAR(DistillMethod):
@@ -32,7 +37,8 @@ class TAR(DistillMethod):
     beta, truncate: the Gaussian mask's width and whether it stops at the box (masks.py).
     fpn_norm: the FPN term's units, standard | channel_mean | sum | channel_softmax | standard_softmax
         | level_softmax | pyramid_softmax (METHOD.md, "Loss units").
-    fpn_tau: the softmax temperature of the softmax FPN units; 1 with the others.
+    fpn_tau: the softmax temperature of the softmax FPN units; the squared-distance units ignore it
+        and refuse a value other than the default.
     tau: the classification KD temperature.
     cls_gate, reg_gate: which RoIs or anchors get the head terms (losses.CLS_GATES, REG_GATES).
     """
@@ -48,14 +54,14 @@ class TAR(DistillMethod):
     term_options = {"fpn_weight": ("beta", "truncate", "fpn_norm", "fpn_tau"), "cls_weight": ("tau", "cls_gate"),
                     "reg_weight": ("reg_gate",)}
 
-    fpn_weight: float = 10.0  # chosen on validation, as cls_weight (docs/METHOD.md, "Defaults")
+    fpn_weight: float = DEFAULT_FPN_WEIGHT  # chosen on validation, as cls_weight
     cls_weight: float = 3.0
     reg_weight: float = 1.0
     # A wide mask that does not stop at the box, chosen on validation (docs/METHOD.md, "Defaults").
     beta: float = 4.0
     truncate: bool = False
-    fpn_norm: str = "standard"
-    fpn_tau: float = 1.0
+    fpn_norm: str = DEFAULT_FPN_NORM
+    fpn_tau: float = DEFAULT_FPN_TAU
     tau: float = 1.0
     cls_gate: str = "adaptive"
     reg_gate: str = "teacher_better"
@@ -67,7 +73,8 @@ class TAR(DistillMethod):
                      positive=("beta", "tau", "fpn_tau"))
         check_gate("cls_gate", self.cls_gate)
         check_fpn_norm(self.fpn_norm)
-        if self.fpn_tau != 1.0 and self.fpn_norm not in SOFTMAX_FPN_NORMS:
+        # The default temperature passes with every unit, so `fpn_norm: standard` alone is enough.
+        if self.fpn_tau != DEFAULT_FPN_TAU and self.fpn_norm not in SOFTMAX_FPN_NORMS:
             raise ConfigError(f"distill.fpn_tau: {self.fpn_tau} has no effect with fpn_norm {self.fpn_norm}; it is "
                               f"the temperature of {' and '.join(SOFTMAX_FPN_NORMS)}")
         check_gate("reg_gate", self.reg_gate)
