@@ -1,4 +1,4 @@
-"""PNG figures of the reproduction report, drawn from each run's metrics.jsonl."""
+"""PNG figures of the reproduction report, drawn from the records and each run's metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ def _label(record: dict) -> str:
 
 
 def _series(run_dir: Path, kind: str, name: str) -> tuple[list[int], list[float]]:
-    rows = [r for r in read_run_log(run_dir / "metrics.jsonl") if r["kind"] == kind and name in r]
+    """One logged series of a run; empty when its folder is gone (a record imported from elsewhere)."""
+    log_file = run_dir / "metrics.jsonl"
+    if not log_file.is_file():
+        return [], []
+    rows = [r for r in read_run_log(log_file) if r["kind"] == kind and name in r]
     return [r["step"] for r in rows], [r[name] for r in rows]
 
 
@@ -42,7 +46,7 @@ def plot_val_ap(records: list[dict], runs_dir: Path, path: Path) -> Path:
         for record in records:
             if (record.get("dataset", "synth"), record["detector"]) == (dataset, detector) and \
                     record["seed"] == 0 and record["group"] in ("reference", "main", "baselines", "retinanet"):
-                steps, ap = _series(runs_dir / record["key"], "val", "AP")
+                steps, ap = zip(*record["val_curve"]) if record.get("val_curve") else ((), ())
                 style = "--" if record["method"] == "teacher" else "-"
                 axis.plot(steps, [100 * a for a in ap], style, marker="o", markersize=3, label=_label(record))
         axis.set(title=f"{dataset}, {detector}: validation AP (seed 0)", xlabel="iteration", ylabel="AP")

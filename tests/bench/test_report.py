@@ -80,3 +80,24 @@ def test_elapsed_sweep_minutes_spans_first_start_to_last_finish():
     assert elapsed_sweep_minutes(records) == 125
     assert elapsed_sweep_minutes([*records, {"finished": "2026-11-28T07:00:00+00:00"}]) is None  # older record
     assert elapsed_sweep_minutes([]) is None
+
+
+def test_a_record_imported_without_its_run_folder_is_reported_and_named(tmp_path):
+    out, docs = tmp_path / "sweep", tmp_path / "docs"
+    fake_run(out, "synth-faster_rcnn-none-student-s0", "faster_rcnn", "none", "student", 0, 0.3)
+    # a probe run of the same config, whose record is all that is left: no folder, no start or end time
+    imported = {"detector": "faster_rcnn", "method": "tar", "variant": "full", "seed": 0, "group": "main",
+                "key": "synth-faster_rcnn-tar-full-s0", "preset": "cpu", "dataset": "synth", "ap": 0.4,
+                "ap50": 0.6, "val_curve": [[50, 0.2], [100, 0.4]], "iterations": 100, "wall_s": 600.0,
+                "machine": "test CPU", "imported_from": "docs/probe.json", "conditions": "six at once"}
+    (out / "records" / "synth-faster_rcnn-tar-full-s0.json").write_text(json.dumps(imported))
+
+    written = write_report(CPU, out, docs=docs, seeds=3, measure_performance=False)
+
+    text = (docs / "RESULTS.md").read_text()
+    assert ("1 of them (synth-faster_rcnn-tar-full-s0) were imported from docs/probe.json: runs of the same "
+            "config, made as probes before it became the plan's (six at once)") in text
+    assert "| TAR (shipped defaults) | 40.0 |" in text
+    assert "(2026-11-27 to 2026-11-27)" in text  # the dates are the records' that have them
+    for png in written[2:]:
+        assert png.read_bytes().startswith(b"\x89PNG")
