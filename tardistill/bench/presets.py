@@ -88,8 +88,9 @@ _SCHEDULE = ("train.batch_size=8", "train.lr=0.02", "train.warmup_iterations=100
              "train.milestones=[0.6,0.9]")
 # bf16 autocast on the CPU: 1.4x (student) to 1.7x (teacher) faster training steps on CPU-2, whose
 # EPYC has AVX512-BF16; same val AP within noise (synth student alone, seed 0, 800 cosine
-# iterations: 28.9 against 29.2). A CPU without bf16 instructions emulates it and is slower: set
-# train.amp=off there.
+# iterations: 28.9 against 29.2). A CPU without those instructions emulates bf16 and is far slower
+# (an AVX2-only EPYC, 2026-12-01: student steps about 19 times slower; docs/RESULTS.md, section 5):
+# the run and the sweep warn there (engine/setup.cpu_computes_bf16).
 _CPU_PRECISION = ("train.amp=bf16",)
 # From scratch (the pretraining runs): lr 0.05 and a multistep schedule at 75 % and 90 %; the student
 # reached 2.9 val AP at step 400 with lr 0.05, 0.95 with 0.02 (probe, CPU-2, 2026-11-28). Milestones and

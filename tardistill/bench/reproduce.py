@@ -242,6 +242,10 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
     skipped = [s.key for s in plan if s not in pending]
     log.info("bench reproduce %s: %d runs planned, %d already done, %d to run, %d at a time",
              preset.name, len(plan), len(skipped), len(pending), jobs)
+    if pending and forces_emulated_bf16(preset):
+        log.warning("bench reproduce %s: its runs train in bf16 autocast (train.amp=bf16), which this CPU does not "
+                    "compute natively: expect them to take about 20 times as long as the times in docs/RESULTS.md",
+                    preset.name)
     done: list[str] = []
     failed: dict[str, str] = {}
     running: dict[Future, RunSpec] = {}
@@ -272,6 +276,16 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
                 pending.append(spec)
             pending.sort(key=plan.index)  # a run added to the plan takes its place in the priority order
     return {"done": done, "failed": failed, "skipped": skipped}
+
+
+def forces_emulated_bf16(preset: Preset) -> bool:
+    """Whether the preset's runs force bf16 on a CPU that only emulates it (engine.setup.cpu_computes_bf16)."""
+    import torch
+
+    from tardistill.engine.setup import cpu_computes_bf16
+
+    forced = any("train.amp=bf16" in overrides for overrides in preset.overrides.values())
+    return forced and not torch.cuda.is_available() and not cpu_computes_bf16()
 
 
 def _ready(pending: list[RunSpec], preset: Preset, out: Path, slots: int) -> list[RunSpec]:

@@ -172,3 +172,14 @@ def test_a_pretrained_backbone_is_trained_first_and_loaded_by_its_role(tmp_path)
     records = {r["key"]: r for r in load_records(tmp_path)}
     assert records["shapes-faster_rcnn-pretrain-student-s0"]["dataset"] == "shapes"
     assert (tmp_path / "data" / "shapes" / "annotations" / "train.json").is_file()
+
+
+def test_the_sweep_knows_when_its_bf16_runs_would_be_emulated(monkeypatch):
+    from tardistill.bench.reproduce import forces_emulated_bf16
+    from tardistill.engine import setup
+
+    monkeypatch.setattr(setup, "cpu_computes_bf16", lambda: False)
+    assert forces_emulated_bf16(PRESETS["cpu"]) is True
+    assert forces_emulated_bf16(PRESETS["gpu"]) is False  # its runs ask for amp auto, fp32 on a CPU
+    monkeypatch.setattr(setup, "cpu_computes_bf16", lambda: True)
+    assert forces_emulated_bf16(PRESETS["cpu"]) is False
