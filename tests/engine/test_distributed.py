@@ -25,8 +25,11 @@ from tardistill.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 # Observed: at most 3e-7 of a loss and 6e-8 of a weight apart (float32 sums taken in another order by
 # batch-1 and batch-2 convolutions and by the all-reduce). Without the gradient all-reduce the
-# weights are 1e-2 apart after 3 steps and the step-2 loss 6e-5.
-LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
+# weights are 1e-2 apart after 3 steps and the step-2 loss 6e-5. Once, in a full-suite run on an
+# AVX2-only CPU at the lambda_fpn 100 default (2026-12-01), the weights ended 4.4e-5 apart with every
+# loss still within 1e-5 (6e-8 again when rerun, alone and with tests/engine): 1e-4 allows that
+# rounding and stays 100 times below what a missing all-reduce does.
+LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-4
 
 
 def first_examples(sampler, matched_idxs):
@@ -121,7 +124,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, tiny_o
     model_keys = [k for k in one_state if k.startswith("model/")]
     assert any(k.startswith("model/adapters") for k in model_keys) and ddp_state.keys() == one_state.keys()
     worst = max((ddp_state[k].float() - one_state[k].float()).abs().max().item() for k in model_keys)
-    assert worst < WEIGHT_ATOL
+    assert worst < WEIGHT_ATOL, worst
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["step"] == 3 and result["test_metrics"].keys() == single["test_metrics"].keys()
 
