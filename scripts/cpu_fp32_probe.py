@@ -4,8 +4,9 @@
 
 Runs the preset's plan (seed 0, or seeds 0 to N-1 with --seeds N) with train.amp=off in place of
 bf16, into OUT, keeping only the runs whose key contains one of KEY_TEXT (as `bench reproduce
---only`), pretraining and teachers included when named. The records are not comparable number for number with the bf16 sweep's:
-compare them with each other. docs/probe_avx2_fp32.json names the commands that made it.
+--only`), pretraining and teachers included when named. The records are not comparable number for
+number with the bf16 sweep's: compare them with each other. docs/probe_avx2_fp32.json names the
+commands that made it.
 """
 import argparse
 import logging
