@@ -113,8 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--repeats", type=int, default=5)
     repro = bench.add_parser("reproduce", help="the paper's ablation and the method comparison, resumable; "
                              "writes docs/RESULTS.md's benchmark section and docs/results.json")
-    repro.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+    repro.add_argument("--preset", choices=("cpu", "cpu_fp32", "gpu"), default="cpu",
+                       help="cpu_fp32: the cpu preset in fp32, for a CPU without native bf16 (no AVX-512)")
     repro.add_argument("--seeds", type=int, default=3, help="seeds of the seeded run groups (default 3)")
+    repro.add_argument("--seed-group", action="append", metavar="GROUP",
+                       help="also run this group's rows for every seed (repeatable): main, baselines, "
+                            "components, retinanet")
     repro.add_argument("--out", type=Path, help="working folder (default runs/reproduce_<preset>)")
     repro.add_argument("--jobs", type=int, help="runs side by side (default: the preset's)")
     repro.add_argument("--only", action="append", metavar="TEXT",
@@ -203,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "bench" and args.bench_command == "reproduce":
         out = args.out or Path("runs") / f"reproduce_{args.preset}"
         summary = commands.reproduce(args.preset, out, seeds=args.seeds, jobs=args.jobs, only=args.only,
-                                     report_only=args.report_only, docs=args.docs)
+                                     report_only=args.report_only, docs=args.docs, seed_groups=args.seed_group)
         print(summary)
     elif args.command == "bench":
         print(json.dumps(commands.distill_cost(args.config, args.overrides, repeats=args.repeats), indent=2))

@@ -230,18 +230,20 @@ def distill_cost(config_path: str, overrides: list[str], *, repeats: int) -> dic
 
 
 def reproduce(preset: str, out: Path, *, seeds: int, jobs: int | None, only: list[str] | None,
-              report_only: bool, docs: Path) -> str:
+              report_only: bool, docs: Path, seed_groups: list[str] | None = None) -> str:
     """`tardistill bench reproduce`: run what is missing, then write the report; returns a summary."""
+    from tardistill.bench.plan import with_seeded_groups
     from tardistill.bench.presets import get_preset
     from tardistill.bench.report import write_report
     from tardistill.bench.reproduce import run_sweep
 
+    chosen = with_seeded_groups(get_preset(preset), seed_groups)
     lines = []
     if not report_only:
-        sweep = run_sweep(get_preset(preset), out, seeds=seeds, jobs=jobs, only=only)
+        sweep = run_sweep(chosen, out, seeds=seeds, jobs=jobs, only=only)
         lines.append(f"runs: {len(sweep['done'])} finished now, {len(sweep['skipped'])} already done, "
                      f"{len(sweep['failed'])} failed {sorted(sweep['failed'])}")
-    written = write_report(get_preset(preset), out, docs=docs, seeds=seeds, measure_performance=not only)
+    written = write_report(chosen, out, docs=docs, seeds=seeds, measure_performance=not only)
     lines.append("report: " + ", ".join(str(p) for p in written))
     return "\n".join(lines)
 

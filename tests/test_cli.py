@@ -254,3 +254,10 @@ def test_an_unforeseen_file_system_error_is_one_line_naming_the_file(tmp_path, c
     monkeypatch.setattr(commands, "train", disk_full)
     code, _, err = run(["train", write_config(tmp_path)], capsys)
     assert code == 2 and one_line_error(err) == "error: runs/exp/metrics.jsonl: No space left on device"
+
+
+def test_bench_reproduce_refuses_a_group_that_cannot_be_seeded(capsys, tmp_path):
+    code, _, err = run(["bench", "reproduce", "--seed-group", "sensitivity", "--report-only", "--out", tmp_path / "sweep",
+                        "--docs", tmp_path / "docs"], capsys)
+    assert code != 0 and "--seed-group" in one_line_error(err) and "sensitivity" in err
+    assert not (tmp_path / "docs").exists()  # nothing written

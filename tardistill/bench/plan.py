@@ -21,10 +21,11 @@ Components, sensitivity, choices and RetinaNet run on the preset's first dataset
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tardistill.bench.presets import Preset
 from tardistill.config import DistillConfig
+from tardistill.errors import ConfigError
 
 # The paper's ablation: each part alone, then the full method with the paper's linear decay (the
 # full method at the shipped constant weight is the main group's TAR row).
@@ -101,6 +102,20 @@ def planned_baselines(preset: Preset) -> list[str]:
 def pretrain_spec(role: str) -> RunSpec:
     """The pretraining run of the backbone that `role` (teacher | student) starts from."""
     return RunSpec("faster_rcnn", PRETRAIN, role, 0, PRETRAIN, dataset="shapes")
+
+
+# The groups with rows that run every seed when seeded (the others' rows run seed 0 by design).
+SEEDABLE_GROUPS = ("main", "baselines", "components", "retinanet")
+
+
+def with_seeded_groups(preset: Preset, groups: list[str] | None) -> Preset:
+    """PRESET with GROUPS also run for every seed (`bench reproduce --seed-group`)."""
+    unknown = sorted(set(groups or ()) - set(SEEDABLE_GROUPS))
+    if unknown:
+        raise ConfigError(f"bench reproduce --seed-group: {unknown} cannot be seeded; "
+                          f"choose from {list(SEEDABLE_GROUPS)}")
+    added = tuple(g for g in SEEDABLE_GROUPS if g in (groups or ()) and g not in preset.seeded_groups)
+    return replace(preset, seeded_groups=preset.seeded_groups + added) if added else preset
 
 
 def plan_runs(preset: Preset, seeds: int, best_baselines: dict[str, str] | None = None) -> list[RunSpec]:

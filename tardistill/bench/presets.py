@@ -9,12 +9,13 @@ and handwritten digits. The first sweep of this project trained from scratch and
 near 1 AP, at the floor, where distillation numbers measure how much faster early training goes,
 not how much accuracy it buys (docs/RESULTS.md 4d). `gpu` is the paper's setting scaled to the
 built-in data: the ResNet-101 to ResNet-50 pair on larger images, more data and longer schedules,
-pretrained the same way at its own scale.
+pretrained the same way at its own scale. `cpu_fp32` is `cpu` in fp32, for CPUs that only emulate
+bf16.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tardistill.errors import ConfigError
 
@@ -150,6 +151,13 @@ PRESETS = {
         jobs=1, threads=0, seeded_groups=("main", "components", "baselines")),
 }
 
+# The cpu preset in fp32, for a CPU that only emulates bf16 (AVX2 without AVX-512), where the cpu
+# preset's bf16 runs are about 19 times slower (docs/RESULTS.md, section 5). Same plan, data,
+# models and schedules; its numbers compare with each other, not number for number with bf16 runs.
+PRESETS["cpu_fp32"] = replace(
+    PRESETS["cpu"], name="cpu_fp32",
+    overrides={kind: tuple("train.amp=off" if item == "train.amp=bf16" else item for item in items)
+               for kind, items in PRESETS["cpu"].overrides.items()})
 
 def get_preset(name: str) -> Preset:
     """The preset called `name`, or a ConfigError listing the known ones."""

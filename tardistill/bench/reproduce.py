@@ -244,7 +244,8 @@ def run_sweep(preset: Preset, out: Path, *, seeds: int = 3, jobs: int | None = N
              preset.name, len(plan), len(skipped), len(pending), jobs)
     if pending and forces_emulated_bf16(preset):
         log.warning("bench reproduce %s: its runs train in bf16 autocast (train.amp=bf16), which this CPU does not "
-                    "compute natively: expect them to take about 20 times as long as the times in docs/RESULTS.md",
+                    "compute natively: expect them to take about 20 times as long as the times in docs/RESULTS.md "
+                    "(--preset cpu_fp32 runs the same plan in fp32)",
                     preset.name)
     done: list[str] = []
     failed: dict[str, str] = {}

@@ -2,9 +2,9 @@
 
 import json
 
-from tardistill.bench.plan import plan_runs
+from tardistill.bench.plan import plan_runs, with_seeded_groups
 from tardistill.bench.presets import PRESETS
-from tardistill.bench.report import write_report
+from tardistill.bench.report import reproduce_command, write_report
 
 CPU = PRESETS["cpu"]
 
@@ -101,3 +101,10 @@ def test_a_record_imported_without_its_run_folder_is_reported_and_named(tmp_path
     assert "(2026-11-27 to 2026-11-27)" in text  # the dates are the records' that have them
     for png in written[2:]:
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_report_names_the_command_that_plans_its_runs():
+    assert reproduce_command(PRESETS["cpu_fp32"], 3) == "tardistill bench reproduce --preset cpu_fp32 --seeds 3"
+    seeded = with_seeded_groups(CPU, ["retinanet", "baselines"])
+    assert reproduce_command(seeded, 3) == ("tardistill bench reproduce --preset cpu --seeds 3 "
+                                            "--seed-group baselines --seed-group retinanet")

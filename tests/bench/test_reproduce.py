@@ -3,10 +3,13 @@
 import json
 from dataclasses import replace
 
-from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, SENSITIVITY, plan_runs
+import pytest
+
+from tardistill.bench.plan import BASELINES, CHOICES, COMPONENTS, SENSITIVITY, plan_runs, with_seeded_groups
 from tardistill.bench.presets import PRESETS
 from tardistill.bench.reproduce import load_records, run_sweep, settings_that_matter
 from tardistill.config import Config, DistillConfig
+from tardistill.errors import ConfigError
 
 from tests.conftest import TINY_MODEL
 
@@ -173,6 +176,24 @@ def test_a_pretrained_backbone_is_trained_first_and_loaded_by_its_role(tmp_path)
     assert records["shapes-faster_rcnn-pretrain-student-s0"]["dataset"] == "shapes"
     assert (tmp_path / "data" / "shapes" / "annotations" / "train.json").is_file()
 
+
+def test_cpu_fp32_is_the_cpu_preset_in_fp32():
+    cpu, fp32 = PRESETS["cpu"], PRESETS["cpu_fp32"]
+    for kind, overrides in cpu.overrides.items():
+        assert [o for o in fp32.overrides[kind] if o != "train.amp=off"] == [o for o in overrides
+                                                                            if o != "train.amp=bf16"]
+        assert "train.amp=off" in fp32.overrides[kind]
+    assert [r.key for r in plan_runs(fp32, seeds=3)] == [r.key for r in plan_runs(cpu, seeds=3)]
+    assert replace(fp32, name="cpu", overrides=cpu.overrides) == cpu
+
+
+def test_seed_group_runs_a_groups_rows_for_every_seed():
+    seeded = with_seeded_groups(PRESETS["cpu"], ["retinanet"])
+    retina = {(r.method, r.seed) for r in plan_runs(seeded, seeds=3) if r.detector == "retinanet"}
+    assert retina == {("teacher", 0)} | {(m, s) for m in ("none", "tar") for s in range(3)}
+    assert with_seeded_groups(PRESETS["cpu"], ["main"]) is PRESETS["cpu"]  # seeded already
+    with pytest.raises(ConfigError, match="sensitivity"):
+        with_seeded_groups(PRESETS["cpu"], ["sensitivity"])  # its rows are seed 0 by design
 
 def test_the_sweep_knows_when_its_bf16_runs_would_be_emulated(monkeypatch):
     from tardistill.bench.reproduce import forces_emulated_bf16
