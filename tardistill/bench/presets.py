@@ -159,6 +159,7 @@ PRESETS["cpu_fp32"] = replace(
     overrides={kind: tuple("train.amp=off" if item == "train.amp=bf16" else item for item in items)
                for kind, items in PRESETS["cpu"].overrides.items()})
 
+
 def get_preset(name: str) -> Preset:
     """The preset called `name`, or a ConfigError listing the known ones."""
     if name not in PRESETS:
